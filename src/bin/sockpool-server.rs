@@ -1,0 +1,19 @@
+//! `sockpool-server`: parse flags, run the server, map the result to an exit code
+//! (0 normal end, 1 runtime failure with one line, 2 bad usage from clap).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sockpool::cli::server::ServerArgs;
+
+fn main() -> ExitCode {
+    let args = ServerArgs::parse();
+    sockpool::cli::init_logging(args.quiet, args.verbose);
+    match sockpool::server::start(args.into_config()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! One session with the server, over TCP or UDP: the teaching project's `connect`
+//! and `send_message`, plus a thread that prints replies (echo, broker) as they
+//! arrive. Replies are printed one per line, escaped like the server's `text`
+//! output, so a server cannot drive the user's terminal.
+
+use std::io::{self, BufWriter, Read, Write};
+use std::net::{Shutdown, TcpStream, UdpSocket};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use crate::frame::{self, DISCONNECT, Decoder, Frame, FrameConfig};
+use crate::net;
+use crate::output::text::escape;
+
+use super::{ClientError, Config};
+
+/// How long to wait, after `!Disconnect`, for the server to close its side.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// A connected session.
+#[derive(Debug)]
+pub enum Session {
+    Tcp {
+        writer: BufWriter<TcpStream>,
+        frame: FrameConfig,
+        framed: Vec<u8>,
+        reader_done: Receiver<()>,
+    },
+    Udp {
+        socket: Arc<UdpSocket>,
+        server: String,
+    },
+}
+
+impl Session {
+    /// Connects (TCP within the connect timeout) and starts printing replies.
+    pub fn open(config: &Config) -> Result<Session, ClientError> {
+        if config.udp {
+            let socket = Arc::new(net::connect_datagram(&config.server)?);
+            let reader = Arc::clone(&socket);
+            thread::Builder::new()
+                .name("replies".into())
+                .spawn(move || print_datagrams(&reader))
+                .map_err(|source| ClientError::Broken {
+                    server: config.server.clone(),
+                    source,
+                })?;
+            return Ok(Session::Udp {
+                socket,
+                server: config.server.clone(),
+            });
+        }
+        let stream = net::connect(&config.server, config.connect_timeout)?;
+        let broken = |source| ClientError::Broken {
+            server: config.server.clone(),
+            source,
+        };
+        let reader = stream.try_clone().map_err(broken)?;
+        let (done_tx, reader_done) = crossbeam_channel::bounded(1);
+        let frame = config.frame;
+        thread::Builder::new()
+            .name("replies".into())
+            .spawn(move || {
+                print_stream(reader, &frame);
+                let _ = done_tx.send(());
+            })
+            .map_err(broken)?;
+        Ok(Session::Tcp {
+            writer: BufWriter::with_capacity(64 * 1024, stream),
+            frame,
+            framed: Vec::new(),
+            reader_done,
+        })
+    }
+
+    /// Sends one message (framed for TCP, one datagram for UDP).
+    pub fn send_message(&mut self, message: &[u8]) -> io::Result<()> {
+        match self {
+            Session::Tcp {
+                writer,
+                frame,
+                framed,
+                ..
+            } => {
+                framed.clear();
+                frame::encode(frame, message, framed);
+                net::send_message(writer, framed)
+            }
+            Session::Udp { socket, .. } => socket.send(message).map(drop),
+        }
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Session::Tcp { writer, .. } => writer.flush(),
+            Session::Udp { .. } => Ok(()),
+        }
+    }
+
+    /// Prints replies for `wait`, then sends `!Disconnect` and closes; over TCP, waits
+    /// (briefly) for the server to close its side, which it does once everything
+    /// sent before has been handled.
+    pub fn finish(mut self, wait: Duration) -> io::Result<()> {
+        self.flush()?;
+        if !wait.is_zero() {
+            thread::sleep(wait);
+        }
+        self.send_message(DISCONNECT)?;
+        match self {
+            Session::Tcp {
+                mut writer,
+                reader_done,
+                ..
+            } => {
+                writer.flush()?;
+                writer.get_ref().shutdown(Shutdown::Write)?;
+                let _ = reader_done.recv_deadline(Instant::now() + CLOSE_WAIT);
+                Ok(())
+            }
+            Session::Udp { server, .. } => {
+                tracing::debug!("udp session with {server} ended");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn print_line(out: &mut Vec<u8>, message: &[u8]) {
+    escape(message, out);
+    out.push(b'\n');
+}
+
+/// Prints each reply message of a TCP stream until the server closes it.
+fn print_stream(mut stream: TcpStream, frame: &FrameConfig) {
+    let mut decoder = Decoder::new(frame);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::new();
+    let stdout = io::stdout();
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        out.clear();
+        let _ = decoder.decode(buf.get(..n).unwrap_or_default(), |f| {
+            if let Frame::Message(m) = f {
+                print_line(&mut out, m);
+            }
+            ControlFlow::Continue(())
+        });
+        let mut lock = stdout.lock();
+        let _ = lock.write_all(&out).and_then(|()| lock.flush());
+    }
+    out.clear();
+    let _ = decoder.finish(|f| {
+        if let Frame::Message(m) = f {
+            print_line(&mut out, m);
+        }
+        ControlFlow::Continue(())
+    });
+    let _ = io::stdout().write_all(&out);
+}
+
+/// Prints each reply datagram as one line, for as long as the process lives.
+fn print_datagrams(socket: &UdpSocket) {
+    let mut buf = vec![0u8; 65536];
+    let mut out = Vec::new();
+    loop {
+        match socket.recv(&mut buf) {
+            Ok(n) => {
+                out.clear();
+                print_line(&mut out, buf.get(..n).unwrap_or_default());
+                let mut stdout = io::stdout().lock();
+                let _ = stdout.write_all(&out).and_then(|()| stdout.flush());
+            }
+            // ICMP "port unreachable" from an earlier datagram: nothing to print.
+            Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! sockpool: a TCP + UDP message server and client on Berkeley sockets, served by a
+//! fixed pool of worker threads that each run their own event loop.
+//!
+//! Modules, in the order bytes flow through them:
+//!
+//! ```text
+//!  cli ──► server::start
+//!             │ net::listen (bind TCP + UDP, print "listening …")
+//!             ▼
+//!       server::acceptor ──Job::Accept──► server::pool ──► server::worker (mio::Poll, Slab<Conn>)
+//!             │ (UDP: server::udp, one SO_REUSEPORT socket per worker)   │ read until WouldBlock
+//!             │                                                  ▼      (per-turn budget)
+//!             │                                          server::conn ─► frame::Decoder
+//!             │                                                  │ Frame::Message
+//!             ▼                                                  ▼
+//!       server::shutdown, stats                           server::mode
+//!                                                                │
+//!                                                                ▼
+//!                    server::batch (formats on the worker) ─► output::Sink (bounded) ─► writer thread ─► stdout
+//! ```
+//!
+//! `message`, `frame`, `output` and `net` import nothing from `server`, `client` or
+//! `cli`; `frame` and `output` are pure (bytes and values in, bytes and values out).
+
+pub mod cli;
+pub mod client;
+pub mod error;
+pub mod frame;
+pub mod message;
+pub mod net;
+pub mod output;
+pub mod server;

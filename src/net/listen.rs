@@ -1,0 +1,107 @@
+//! Binds every `--listen` address for TCP and UDP and announces each socket with the
+//! line tests and scripts wait for: `listening tcp ADDR` / `listening udp ADDR`.
+//!
+//! UDP gets one socket per worker on the same address (SO_REUSEPORT): the kernel
+//! spreads datagrams across workers by source, so one peer's datagrams stay on one
+//! worker and in order, with no lock or hand-off between reading and handling.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+
+use super::{NetError, bind, datagram_socket, listen, stream_socket};
+
+/// What to bind.
+#[derive(Clone, Debug)]
+pub struct ListenConfig {
+    pub addrs: Vec<SocketAddr>,
+    pub tcp: bool,
+    pub udp: bool,
+    pub backlog: i32,
+    /// UDP sockets per address (one per worker).
+    pub udp_sockets: usize,
+}
+
+/// The bound sockets, non-blocking and close-on-exec.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub tcp: Vec<TcpListener>,
+    /// `udp[i]` holds the sockets for address `i`, one per worker.
+    pub udp: Vec<Vec<UdpSocket>>,
+}
+
+/// Binds everything or fails with the first address that could not be bound.
+/// `announce` receives each `listening …` line as it becomes true.
+pub fn bind_all(
+    config: &ListenConfig,
+    mut announce: impl FnMut(&str),
+) -> Result<Listeners, NetError> {
+    let mut out = Listeners::default();
+    for addr in &config.addrs {
+        let mut udp_addr = *addr;
+        if config.tcp {
+            let listener =
+                tcp_listener(addr, config.backlog).map_err(|source| NetError::Listen {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+            let local = listener.local_addr().map_err(|source| NetError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
+            announce(&format!("listening tcp {local}"));
+            // Port 0: serve UDP on the port TCP was given, when it is free for UDP too.
+            if addr.port() == 0 {
+                udp_addr.set_port(local.port());
+            }
+            out.tcp.push(listener);
+        }
+        if config.udp {
+            let sockets = udp_sockets(&udp_addr, config.udp_sockets)
+                .or_else(|err| {
+                    if udp_addr != *addr {
+                        udp_sockets(addr, config.udp_sockets)
+                    } else {
+                        Err(err)
+                    }
+                })
+                .map_err(|source| NetError::Listen {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+            if let Some(first) = sockets.first() {
+                let local = first.local_addr().map_err(|source| NetError::Listen {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+                announce(&format!("listening udp {local}"));
+            }
+            out.udp.push(sockets);
+        }
+    }
+    Ok(out)
+}
+
+fn tcp_listener(addr: &SocketAddr, backlog: i32) -> std::io::Result<TcpListener> {
+    let socket = stream_socket(addr)?;
+    // Restarting the server must not wait for old connections in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    bind(&socket, addr)?;
+    listen(&socket, backlog)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+fn udp_sockets(addr: &SocketAddr, count: usize) -> std::io::Result<Vec<UdpSocket>> {
+    let mut sockets: Vec<UdpSocket> = Vec::with_capacity(count);
+    let mut target = *addr;
+    for _ in 0..count.max(1) {
+        let socket = datagram_socket(&target)?;
+        socket.set_reuse_port(true)?;
+        bind(&socket, &target)?;
+        socket.set_nonblocking(true)?;
+        let socket: UdpSocket = socket.into();
+        // The first socket fixes the port that the others share.
+        target = socket.local_addr()?;
+        sockets.push(socket);
+    }
+    Ok(sockets)
+}

@@ -1,0 +1,264 @@
+//! The sink: one writer thread owns stdout. Workers format messages into batches on
+//! their own threads and hand whole batches over a bounded queue, so output costs one
+//! channel operation and (under load) one `write` per batch, not per message.
+//!
+//! Backpressure: when the queue is full, [`SinkHandle::try_send`] gives the batch
+//! back and marks the handle as waiting; the writer calls the handle's wake-up as
+//! soon as it has taken a batch off the queue. A worker never blocks on output
+//! (except while draining at shutdown, with a deadline).
+
+pub mod clock;
+pub mod json;
+pub mod text;
+
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::message::Message;
+
+pub use clock::Clock;
+
+/// How `print` writes messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `<timestamp> <proto> <peer> <message>`, the message escaped.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Format {
+    /// Appends `message` in this format.
+    pub fn write(self, message: &Message<'_>, clock: &mut Clock, out: &mut Vec<u8>) {
+        match self {
+            Format::Text => text::write_line(message, clock, out),
+            Format::Json => json::write_line(message, clock, out),
+        }
+    }
+}
+
+/// A batch is handed to the writer once it holds this many bytes (or at the end of
+/// an event-loop turn, whichever comes first).
+pub const BATCH_BYTES: usize = 64 * 1024;
+
+/// Called by the writer when a waiting handle may send again (a worker's waker).
+pub type Notify = Box<dyn Fn() + Send + Sync>;
+
+struct Waiter {
+    waiting: AtomicBool,
+    notify: Notify,
+}
+
+/// The writer thread and the queue in front of it.
+pub struct Sink {
+    done: Receiver<()>,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink").finish_non_exhaustive()
+    }
+}
+
+/// One worker's end of the sink.
+pub struct SinkHandle {
+    queue: Sender<Vec<u8>>,
+    spare: Receiver<Vec<u8>>,
+    waiter: Arc<Waiter>,
+}
+
+impl std::fmt::Debug for SinkHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkHandle").finish_non_exhaustive()
+    }
+}
+
+impl Sink {
+    /// Starts the writer over `out`, with room for `capacity` batches, and one handle
+    /// per notifier. The writer ends once every handle is dropped. If writing fails
+    /// (the reader of stdout went away) `on_error` is called and the writer stops;
+    /// later batches are discarded.
+    pub fn start<W, E>(
+        out: W,
+        capacity: usize,
+        notifiers: Vec<Notify>,
+        on_error: E,
+    ) -> io::Result<(Sink, Vec<SinkHandle>)>
+    where
+        W: Write + Send + 'static,
+        E: FnOnce(io::Error) + Send + 'static,
+    {
+        let (queue, batches) = crossbeam_channel::bounded::<Vec<u8>>(capacity.max(1));
+        let (recycle, spare) =
+            crossbeam_channel::bounded::<Vec<u8>>(capacity.max(1) + notifiers.len());
+        let waiters: Vec<Arc<Waiter>> = notifiers
+            .into_iter()
+            .map(|notify| {
+                Arc::new(Waiter {
+                    waiting: AtomicBool::new(false),
+                    notify,
+                })
+            })
+            .collect();
+        let handles = waiters
+            .iter()
+            .map(|waiter| SinkHandle {
+                queue: queue.clone(),
+                spare: spare.clone(),
+                waiter: Arc::clone(waiter),
+            })
+            .collect();
+        drop(queue);
+        let (finished, done) = crossbeam_channel::bounded(1);
+        thread::Builder::new()
+            .name("sockpool-sink".into())
+            .spawn(move || {
+                if let Err(err) = write_batches(out, &batches, &recycle, &waiters) {
+                    on_error(err);
+                }
+                let _ = finished.send(());
+            })?;
+        Ok((Sink { done }, handles))
+    }
+
+    /// Waits until every handle is gone and all output is written and flushed, or
+    /// `deadline` passes (then returns false).
+    pub fn finish_until(self, deadline: Instant) -> bool {
+        self.done.recv_deadline(deadline).is_ok()
+    }
+}
+
+fn write_batches<W: Write>(
+    mut out: W,
+    batches: &Receiver<Vec<u8>>,
+    recycle: &Sender<Vec<u8>>,
+    waiters: &[Arc<Waiter>],
+) -> io::Result<()> {
+    while let Ok(mut batch) = batches.recv() {
+        // There is room in the queue again: let every waiting worker retry.
+        for waiter in waiters {
+            if waiter.waiting.swap(false, Ordering::SeqCst) {
+                (waiter.notify)();
+            }
+        }
+        out.write_all(&batch)?;
+        batch.clear();
+        if batch.capacity() <= 4 * BATCH_BYTES {
+            let _ = recycle.try_send(batch);
+        }
+        if batches.is_empty() {
+            out.flush()?;
+        }
+    }
+    out.flush()
+}
+
+impl SinkHandle {
+    /// An empty buffer to format the next batch into, reused when one is free.
+    pub fn buffer(&self) -> Vec<u8> {
+        self.spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES + 1024))
+    }
+
+    /// Queues `batch`, or gives it back when the queue is full; the handle's notifier
+    /// is then called once there is room. A writer that has stopped (its output
+    /// failed) takes nothing more: the batch is discarded, as the process is ending.
+    pub fn try_send(&self, batch: Vec<u8>) -> Result<(), Vec<u8>> {
+        let batch = match self.queue.try_send(batch) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => return Ok(()),
+            Err(TrySendError::Full(batch)) => batch,
+        };
+        // Announce the wait before the second try, so a writer that makes room in
+        // between cannot miss us.
+        self.waiter.waiting.store(true, Ordering::SeqCst);
+        match self.queue.try_send(batch) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {
+                self.waiter.waiting.store(false, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(TrySendError::Full(batch)) => Err(batch),
+        }
+    }
+
+    /// Queues `batch`, waiting for room until `deadline` (used only while draining).
+    /// Returns false if the deadline passed first.
+    pub fn send_until(&self, batch: Vec<u8>, deadline: Instant) -> bool {
+        match self.queue.send_deadline(batch, deadline) {
+            Ok(()) => true,
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => true,
+            Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A writer that blocks until the test lets it go, to fill the queue.
+    struct Gate {
+        open: Arc<Mutex<()>>,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let _open = self.open.lock().unwrap();
+            self.written.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn full_queue_gives_the_batch_back_and_notifies_when_there_is_room() {
+        let open = Arc::new(Mutex::new(()));
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let woken = Arc::new(AtomicUsize::new(0));
+        let w = Arc::clone(&woken);
+        let gate = open.lock().unwrap();
+        let (sink, mut handles) = Sink::start(
+            Gate {
+                open: Arc::clone(&open),
+                written: Arc::clone(&written),
+            },
+            1,
+            vec![Box::new(move || {
+                w.fetch_add(1, Ordering::SeqCst);
+            })],
+            |err| panic!("{err}"),
+        )
+        .unwrap();
+        let handle = handles.pop().unwrap();
+        // One batch is taken by the (blocked) writer, one fills the queue.
+        let mut sent = 0;
+        let rejected = loop {
+            match handle.try_send(format!("{sent}\n").into_bytes()) {
+                Ok(()) => sent += 1,
+                Err(batch) => break batch,
+            }
+            assert!(sent < 10, "the queue never filled");
+        };
+        assert_eq!(woken.load(Ordering::SeqCst), 0);
+        drop(gate);
+        while woken.load(Ordering::SeqCst) == 0 {
+            thread::yield_now();
+        }
+        assert!(handle.try_send(rejected).is_ok(), "room after the wake-up");
+        drop(handle);
+        assert!(sink.finish_until(Instant::now() + std::time::Duration::from_secs(10)));
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let expected: String = (0..=sent).map(|i| format!("{i}\n")).collect();
+        assert_eq!(text, expected);
+    }
+}

@@ -1,0 +1,137 @@
+//! The `text` format: `<timestamp> <proto> <peer> <message>`, one line per message,
+//! with the message escaped so the line is unambiguous and safe for a terminal.
+
+use crate::message::Message;
+
+use super::clock::Clock;
+
+/// Appends `bytes` escaped: `\` → `\\`, tab → `\t`, CR → `\r`, LF → `\n`, every other
+/// control character (C0, DEL and the C1 range, which terminals also act on) and
+/// every byte that is not valid UTF-8 → `\xNN` per byte; printable UTF-8 is kept.
+pub fn escape(bytes: &[u8], out: &mut Vec<u8>) {
+    // Fast path: printable ASCII without a backslash is copied as it is.
+    if bytes
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'\\')
+    {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    for chunk in bytes.utf8_chunks() {
+        let valid = chunk.valid();
+        let mut start = 0;
+        for (i, c) in valid.char_indices() {
+            let replacement: &[u8] = match c {
+                '\\' => b"\\\\",
+                '\t' => b"\\t",
+                '\r' => b"\\r",
+                '\n' => b"\\n",
+                c if c.is_control() => b"",
+                _ => continue,
+            };
+            out.extend_from_slice(&valid.as_bytes()[start..i]);
+            if replacement.is_empty() {
+                let mut buf = [0u8; 4];
+                for &b in c.encode_utf8(&mut buf).as_bytes() {
+                    push_hex(b, out);
+                }
+            } else {
+                out.extend_from_slice(replacement);
+            }
+            start = i + c.len_utf8();
+        }
+        out.extend_from_slice(&valid.as_bytes()[start..]);
+        for &b in chunk.invalid() {
+            push_hex(b, out);
+        }
+    }
+}
+
+fn push_hex(b: u8, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.extend_from_slice(&[
+        b'\\',
+        b'x',
+        HEX[usize::from(b >> 4)],
+        HEX[usize::from(b & 0xf)],
+    ]);
+}
+
+/// Appends one text line for `message`.
+pub fn write_line(message: &Message<'_>, clock: &mut Clock, out: &mut Vec<u8>) {
+    clock.write(message.received_at, out);
+    out.push(b' ');
+    out.extend_from_slice(message.proto.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(message.peer.as_str().as_bytes());
+    out.push(b' ');
+    escape(message.bytes, out);
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn esc(b: &[u8]) -> String {
+        let mut out = Vec::new();
+        escape(b, &mut out);
+        String::from_utf8(out).expect("escape output is UTF-8")
+    }
+
+    #[test]
+    fn escaping_rules() {
+        assert_eq!(esc(b"hello world"), "hello world");
+        assert_eq!(esc(b"a\\b"), "a\\\\b");
+        assert_eq!(esc(b"a\tb\rc\nd"), "a\\tb\\rc\\nd");
+        assert_eq!(esc(b"nul\0"), "nul\\x00");
+        assert_eq!(esc(b"\x1b[31mred"), "\\x1b[31mred");
+        assert_eq!(esc(b"del\x7f"), "del\\x7f");
+        assert_eq!(esc(b"bad\xff\xfe"), "bad\\xff\\xfe");
+        assert_eq!(esc("héllo ✓".as_bytes()), "héllo ✓");
+        assert_eq!(esc("csi\u{9b}".as_bytes()), "csi\\xc2\\x9b");
+        assert_eq!(esc(b"\xe2\x9c"), "\\xe2\\x9c");
+    }
+
+    proptest! {
+        #[test]
+        fn escaped_output_is_printable_utf8_without_newlines(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let s = esc(&bytes);
+            prop_assert!(!s.chars().any(char::is_control), "{s:?}");
+        }
+
+        #[test]
+        fn escaping_is_reversible(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            prop_assert_eq!(unescape(&esc(&bytes)), bytes);
+        }
+    }
+
+    /// The inverse of `escape`, to show it loses nothing.
+    fn unescape(s: &str) -> Vec<u8> {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'\\' {
+                match b[i + 1] {
+                    b'\\' => out.push(b'\\'),
+                    b't' => out.push(b'\t'),
+                    b'r' => out.push(b'\r'),
+                    b'n' => out.push(b'\n'),
+                    b'x' => {
+                        let hex = std::str::from_utf8(&b[i + 2..i + 4]).unwrap();
+                        out.push(u8::from_str_radix(hex, 16).unwrap());
+                        i += 2;
+                    }
+                    other => panic!("bad escape {other}"),
+                }
+                i += 2;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,84 @@
+//! A worker's end of the output: messages are formatted into a batch on the worker's
+//! own thread, and the batch goes to the sink at the end of each event-loop turn or
+//! once it is full. When the sink's queue is full the batch is kept and the worker
+//! is `blocked`: it stops reading TCP (so flow control reaches the senders) until the
+//! sink wakes it.
+
+use std::time::Instant;
+
+use crate::message::Message;
+use crate::output::{BATCH_BYTES, Clock, Format, SinkHandle};
+
+#[derive(Debug)]
+pub struct Batch {
+    sink: SinkHandle,
+    buf: Vec<u8>,
+    clock: Clock,
+    format: Format,
+    /// The sink refused the last batch; nothing more is read from TCP until it
+    /// takes it.
+    blocked: bool,
+    /// Set while draining at shutdown: sends wait for room until then.
+    deadline: Option<Instant>,
+    /// The deadline passed with output still queued.
+    pub lost_at_deadline: bool,
+}
+
+impl Batch {
+    pub fn new(sink: SinkHandle, format: Format) -> Self {
+        let buf = sink.buffer();
+        Batch {
+            sink,
+            buf,
+            clock: Clock::default(),
+            format,
+            blocked: false,
+            deadline: None,
+            lost_at_deadline: false,
+        }
+    }
+
+    pub fn blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// From now on, wait for the sink (until `deadline`) instead of blocking reads.
+    pub fn drain_until(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
+    }
+
+    /// Formats `message` into the batch.
+    pub fn print(&mut self, message: &Message<'_>) {
+        self.format.write(message, &mut self.clock, &mut self.buf);
+        if self.buf.len() >= BATCH_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Hands the batch to the sink if it has room (or, draining, waits for room).
+    pub fn flush(&mut self) {
+        if self.buf.is_empty() {
+            self.blocked = false;
+            return;
+        }
+        let batch = std::mem::take(&mut self.buf);
+        if let Some(deadline) = self.deadline {
+            if !self.sink.send_until(batch, deadline) {
+                self.lost_at_deadline = true;
+            }
+            self.buf = self.sink.buffer();
+            self.blocked = false;
+            return;
+        }
+        match self.sink.try_send(batch) {
+            Ok(()) => {
+                self.buf = self.sink.buffer();
+                self.blocked = false;
+            }
+            Err(batch) => {
+                self.buf = batch;
+                self.blocked = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The server: binds, starts the sink and the worker pool, runs the acceptor until a
+//! signal, drains, and writes the summary.
+
+pub mod acceptor;
+pub mod batch;
+pub mod conn;
+pub mod mode;
+pub mod pool;
+pub mod shutdown;
+pub mod stats;
+pub mod udp;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::frame::FrameConfig;
+use crate::net::NetError;
+use crate::net::listen::{ListenConfig, bind_all};
+use crate::output::Format;
+
+use self::acceptor::Acceptor;
+use self::mode::Mode;
+use self::pool::{PoolConfig, ThreadPool};
+use self::stats::Stats;
+
+/// A validated server configuration (built by `cli::server`).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub tcp: bool,
+    pub udp: bool,
+    pub workers: usize,
+    pub mode: Mode,
+    pub frame: FrameConfig,
+    pub format: Format,
+    pub drain_timeout: Duration,
+    pub backlog: i32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            tcp: true,
+            udp: true,
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            mode: Mode::Print,
+            frame: FrameConfig::default(),
+            format: Format::Text,
+            drain_timeout: Duration::from_secs(5),
+            backlog: 1024,
+        }
+    }
+}
+
+/// Output batches queued before workers stop reading TCP (about 4 MiB).
+const SINK_CAPACITY: usize = 64;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("cannot {action}: {}", crate::net::describe(.source))]
+    Io {
+        action: &'static str,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(action: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
+    move |source| ServerError::Io { action, source }
+}
+
+/// The teaching project's `start`: serves until SIGINT/SIGTERM, then drains within
+/// `drain_timeout` and writes the summary to stderr.
+pub fn start(config: Config) -> Result<(), ServerError> {
+    let workers = config.workers.max(1);
+    let listeners = bind_all(
+        &ListenConfig {
+            addrs: config.listen.clone(),
+            tcp: config.tcp,
+            udp: config.udp,
+            backlog: config.backlog,
+            udp_sockets: workers,
+        },
+        |line| eprintln!("{line}"),
+    )?;
+    let stats = Arc::new(Stats::new(workers));
+    let (pool, sink) = ThreadPool::new(PoolConfig {
+        workers,
+        udp: listeners.udp,
+        frame: config.frame,
+        mode: config.mode,
+        format: config.format,
+        stats: Arc::clone(&stats),
+        sink_capacity: SINK_CAPACITY,
+    })
+    .map_err(io_err("start the worker threads"))?;
+    let (mut acceptor, stop_waker) =
+        Acceptor::new(listeners.tcp).map_err(io_err("watch the listeners"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let signal_stop = Arc::clone(&stop);
+    // The acceptor keeps its own reference: closing a waker's eventfd right after
+    // waking it would take the wake-up out of the poll set before it is seen.
+    let signal_waker = Arc::clone(&stop_waker);
+    shutdown::on_signal(move || {
+        signal_stop.store(true, Ordering::SeqCst);
+        let _ = signal_waker.wake();
+    })
+    .map_err(io_err("watch for signals"))?;
+    info!(workers, mode = ?config.mode, "serving");
+
+    acceptor
+        .run(&pool, &stats.acceptor, &stop)
+        .map_err(io_err("accept connections"))?;
+    // Stop accepting: the listeners close here, before the drain.
+    drop(acceptor);
+    drop(stop_waker);
+
+    let deadline = Instant::now() + config.drain_timeout;
+    let finished = pool.drain(deadline);
+    if finished < pool.size() {
+        warn!(
+            "drain timeout after {:?}: {} of {} workers still busy",
+            config.drain_timeout,
+            pool.size() - finished,
+            pool.size()
+        );
+    } else {
+        drop(pool);
+        if !sink.finish_until(deadline) {
+            warn!(
+                "drain timeout after {:?}: output not fully written",
+                config.drain_timeout
+            );
+        }
+    }
+    eprintln!("{}", stats.totals());
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! The teaching project's `ThreadPool`: a fixed number of `Worker` threads, each with
+//! an inbox and a waker. Handing a worker something is memcached's `notify_worker`:
+//! put a `Job` in its inbox, then wake its event loop once.
+
+use std::io;
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::{Poll, Waker};
+
+use crate::frame::FrameConfig;
+use crate::output::{Format, Notify, Sink};
+
+use super::batch::Batch;
+use super::mode::Mode;
+use super::stats::Stats;
+use super::worker::{Job, WAKER, Worker, WorkerSetup};
+
+/// What the pool is built from.
+#[derive(Debug)]
+pub struct PoolConfig {
+    pub workers: usize,
+    /// Per listen address, one UDP socket per worker.
+    pub udp: Vec<Vec<UdpSocket>>,
+    pub frame: FrameConfig,
+    pub mode: Mode,
+    pub format: Format,
+    pub stats: Arc<Stats>,
+    /// Batches the output queue holds before workers stop reading TCP.
+    pub sink_capacity: usize,
+}
+
+#[derive(Debug)]
+struct WorkerHandle {
+    inbox: Sender<Job>,
+    waker: Arc<Waker>,
+}
+
+/// The running workers.
+#[derive(Debug)]
+pub struct ThreadPool {
+    workers: Vec<WorkerHandle>,
+    done: Receiver<usize>,
+}
+
+impl ThreadPool {
+    /// Starts the sink and the workers; the sink writes to stdout.
+    pub fn new(mut config: PoolConfig) -> io::Result<(ThreadPool, Sink)> {
+        let size = config.workers.max(1);
+        let mut polls = Vec::with_capacity(size);
+        let mut wakers = Vec::with_capacity(size);
+        for _ in 0..size {
+            let poll = Poll::new()?;
+            wakers.push(Arc::new(Waker::new(poll.registry(), WAKER)?));
+            polls.push(poll);
+        }
+        let notifiers = wakers
+            .iter()
+            .map(|waker| {
+                let waker = Arc::clone(waker);
+                Box::new(move || {
+                    let _ = waker.wake();
+                }) as Notify
+            })
+            .collect();
+        let (sink, sink_handles) =
+            Sink::start(io::stdout(), config.sink_capacity, notifiers, |err| {
+                eprintln!(
+                    "error: cannot write output: {}",
+                    crate::error::describe(&err)
+                );
+                std::process::exit(1);
+            })?;
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let mut workers = Vec::with_capacity(size);
+        for (index, ((poll, waker), sink_handle)) in
+            polls.into_iter().zip(wakers).zip(sink_handles).enumerate()
+        {
+            let udp = config
+                .udp
+                .iter_mut()
+                .filter_map(|sockets| (!sockets.is_empty()).then(|| sockets.remove(0)))
+                .collect();
+            let (inbox_tx, inbox) = crossbeam_channel::unbounded();
+            let worker = Worker::new(WorkerSetup {
+                index,
+                poll,
+                inbox,
+                udp,
+                batch: Batch::new(sink_handle, config.format),
+                stats: Arc::clone(&config.stats),
+                frame: config.frame,
+                mode: config.mode,
+                done: done_tx.clone(),
+            })?;
+            thread::Builder::new()
+                .name(format!("sockpool-worker-{index}"))
+                .spawn(move || worker.run())?;
+            workers.push(WorkerHandle {
+                inbox: inbox_tx,
+                waker,
+            });
+        }
+        Ok((ThreadPool { workers, done }, sink))
+    }
+
+    pub fn size(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Queues `job` for worker `index` without waking it (see [`ThreadPool::wake`]),
+    /// so a burst of accepts costs one wake-up per worker.
+    pub fn push(&self, index: usize, job: Job) {
+        if let Some(worker) = self.workers.get(index) {
+            let _ = worker.inbox.send(job);
+        }
+    }
+
+    pub fn wake(&self, index: usize) {
+        if let Some(worker) = self.workers.get(index) {
+            let _ = worker.waker.wake();
+        }
+    }
+
+    /// Tells every worker to drain and waits until all have finished or `deadline`
+    /// passes; returns how many finished.
+    pub fn drain(&self, deadline: Instant) -> usize {
+        for index in 0..self.workers.len() {
+            self.push(index, Job::Drain { deadline });
+            self.wake(index);
+        }
+        let mut finished = 0;
+        while finished < self.workers.len() && self.done.recv_deadline(deadline).is_ok() {
+            finished += 1;
+        }
+        finished
+    }
+}

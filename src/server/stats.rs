@@ -1,0 +1,176 @@
+//! Counters for the summary (and, later, metrics). Each thread owns one cache-line
+//! aligned block and is its only writer, so counting costs a plain load and store,
+//! never a locked instruction or a shared cache line; readers sum the blocks.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::message::Proto;
+
+/// Why a message was not handled. The names are the words the summary prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Longer than `--max-frame`.
+    Oversize,
+    /// A UDP datagram that arrived while the output queue was full.
+    QueueFull,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 2] = [DropReason::Oversize, DropReason::QueueFull];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Oversize => "oversize",
+            DropReason::QueueFull => "queue_full",
+        }
+    }
+}
+
+/// One thread's counters.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Counters {
+    connections_accepted: AtomicU64,
+    connections_closed: AtomicU64,
+    messages: [AtomicU64; 2],
+    bytes: [AtomicU64; 2],
+    dropped: [AtomicU64; DropReason::ALL.len()],
+}
+
+/// Adds `n` to a counter that only the calling thread writes.
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+fn proto_index(proto: Proto) -> usize {
+    match proto {
+        Proto::Tcp => 0,
+        Proto::Udp => 1,
+    }
+}
+
+impl Counters {
+    pub fn accepted(&self) {
+        bump(&self.connections_accepted, 1);
+    }
+
+    pub fn closed(&self) {
+        bump(&self.connections_closed, 1);
+    }
+
+    pub fn received_bytes(&self, proto: Proto, n: usize) {
+        bump(&self.bytes[proto_index(proto)], n as u64);
+    }
+
+    pub fn message(&self, proto: Proto) {
+        bump(&self.messages[proto_index(proto)], 1);
+    }
+
+    pub fn dropped(&self, reason: DropReason) {
+        bump(&self.dropped[reason as usize], 1);
+    }
+}
+
+/// All threads' counters.
+#[derive(Debug)]
+pub struct Stats {
+    pub acceptor: Counters,
+    pub workers: Box<[Counters]>,
+}
+
+/// A point-in-time sum of every counter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub connections_accepted: u64,
+    pub connections_closed: u64,
+    pub messages: [u64; 2],
+    pub bytes: [u64; 2],
+    pub dropped: [u64; DropReason::ALL.len()],
+}
+
+impl Stats {
+    pub fn new(workers: usize) -> Self {
+        Stats {
+            acceptor: Counters::default(),
+            workers: (0..workers).map(|_| Counters::default()).collect(),
+        }
+    }
+
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for c in std::iter::once(&self.acceptor).chain(self.workers.iter()) {
+            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            t.connections_accepted += get(&c.connections_accepted);
+            t.connections_closed += get(&c.connections_closed);
+            for i in 0..2 {
+                t.messages[i] += get(&c.messages[i]);
+                t.bytes[i] += get(&c.bytes[i]);
+            }
+            for (sum, d) in t.dropped.iter_mut().zip(&c.dropped) {
+                *sum += get(d);
+            }
+        }
+        t
+    }
+}
+
+impl Totals {
+    pub fn messages_total(&self) -> u64 {
+        self.messages.iter().sum()
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+}
+
+/// The summary line written at exit:
+/// `summary: connections 20 (open 0), messages 12345 (tcp 12000, udp 345), bytes … , dropped 3 (oversize 3, queue_full 0)`.
+impl fmt::Display for Totals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "summary: connections {} (open {}), messages {} (tcp {}, udp {}), bytes {} (tcp {}, udp {}), dropped {} (",
+            self.connections_accepted,
+            self.connections_accepted
+                .saturating_sub(self.connections_closed),
+            self.messages_total(),
+            self.messages[0],
+            self.messages[1],
+            self.bytes[0] + self.bytes[1],
+            self.bytes[0],
+            self.bytes[1],
+            self.dropped_total(),
+        )?;
+        for (i, reason) in DropReason::ALL.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{} {}", reason.as_str(), self.dropped[i])?;
+        }
+        f.write_str(")")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_sums_every_thread() {
+        let stats = Stats::new(2);
+        stats.acceptor.accepted();
+        stats.acceptor.accepted();
+        stats.workers[0].closed();
+        stats.workers[0].message(Proto::Tcp);
+        stats.workers[1].message(Proto::Udp);
+        stats.workers[1].received_bytes(Proto::Udp, 5);
+        stats.workers[1].dropped(DropReason::QueueFull);
+        assert_eq!(
+            stats.totals().to_string(),
+            "summary: connections 2 (open 1), messages 2 (tcp 1, udp 1), bytes 5 (tcp 0, udp 5), dropped 1 (oversize 0, queue_full 1)"
+        );
+    }
+}
