@@ -56,8 +56,14 @@ pub enum Frame<'a> {
     /// A complete message, without its framing.
     Message(&'a [u8]),
     /// A message of `len` bytes (without framing) that was longer than `max_frame`
-    /// and was skipped.
+    /// and was skipped (`--oversize drop`).
     Oversize { len: u64 },
+    /// A message of `len` bytes that was longer than `max_frame`; `message` is its
+    /// first `max_frame` bytes (`--oversize truncate`).
+    Truncated { message: &'a [u8], len: u64 },
+    /// The stream ended inside a frame whose size was announced (length or octet
+    /// framing): `len` bytes of it arrived and are discarded.
+    Incomplete { len: u64 },
 }
 
 /// Cuts one connection's byte stream into frames.
@@ -123,6 +129,8 @@ pub(crate) mod testing {
     pub enum Owned {
         Message(Vec<u8>),
         Oversize(u64),
+        Truncated(Vec<u8>, u64),
+        Incomplete(u64),
     }
 
     pub fn collect(decoder: &mut Decoder, chunks: &[&[u8]], finish: bool) -> Vec<Owned> {
@@ -131,6 +139,8 @@ pub(crate) mod testing {
             out.push(match f {
                 Frame::Message(m) => Owned::Message(m.to_vec()),
                 Frame::Oversize { len } => Owned::Oversize(len),
+                Frame::Truncated { message, len } => Owned::Truncated(message.to_vec(), len),
+                Frame::Incomplete { len } => Owned::Incomplete(len),
             });
             ControlFlow::Continue(())
         };

@@ -14,15 +14,27 @@ pub enum DropReason {
     Oversize,
     /// A UDP datagram that arrived while the output queue was full.
     QueueFull,
+    /// Longer than `--max-frame` and cut to it (`--oversize truncate`): delivered,
+    /// but not whole.
+    Truncated,
+    /// The stream ended inside a length- or octet-framed message.
+    Incomplete,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 2] = [DropReason::Oversize, DropReason::QueueFull];
+    pub const ALL: [DropReason; 4] = [
+        DropReason::Oversize,
+        DropReason::QueueFull,
+        DropReason::Truncated,
+        DropReason::Incomplete,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::Oversize => "oversize",
             DropReason::QueueFull => "queue_full",
+            DropReason::Truncated => "truncated",
+            DropReason::Incomplete => "incomplete",
         }
     }
 }
@@ -170,7 +182,7 @@ mod tests {
         stats.workers[1].dropped(DropReason::QueueFull);
         assert_eq!(
             stats.totals().to_string(),
-            "summary: connections 2 (open 1), messages 2 (tcp 1, udp 1), bytes 5 (tcp 0, udp 5), dropped 1 (oversize 0, queue_full 1)"
+            "summary: connections 2 (open 1), messages 2 (tcp 1, udp 1), bytes 5 (tcp 0, udp 5), dropped 1 (oversize 0, queue_full 1, truncated 0, incomplete 0)"
         );
     }
 }

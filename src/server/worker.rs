@@ -400,17 +400,31 @@ fn on_frame(
     match frame {
         Frame::Message(bytes) if bytes == DISCONNECT => ControlFlow::Break(()),
         Frame::Message(bytes) => {
-            *messages += 1;
-            counters.message(Proto::Tcp);
-            if mode.prints() {
-                batch.print(&Message {
-                    proto: Proto::Tcp,
-                    peer,
-                    conn: Some(id),
-                    received_at,
-                    bytes,
-                });
-            }
+            deliver(
+                bytes,
+                peer,
+                id,
+                received_at,
+                messages,
+                batch,
+                counters,
+                mode,
+            );
+            ControlFlow::Continue(())
+        }
+        Frame::Truncated { message, len } => {
+            counters.dropped(DropReason::Truncated);
+            warn!(conn = id, peer = %peer, size = len, "message of {len} bytes from {peer} is longer than --max-frame; truncated");
+            deliver(
+                message,
+                peer,
+                id,
+                received_at,
+                messages,
+                batch,
+                counters,
+                mode,
+            );
             ControlFlow::Continue(())
         }
         Frame::Oversize { len } => {
@@ -418,6 +432,35 @@ fn on_frame(
             warn!(conn = id, peer = %peer, size = len, "message of {len} bytes from {peer} is longer than --max-frame; dropped");
             ControlFlow::Continue(())
         }
+        Frame::Incomplete { len } => {
+            counters.dropped(DropReason::Incomplete);
+            warn!(conn = id, peer = %peer, size = len, "stream from {peer} ended inside a message ({len} bytes); dropped");
+            ControlFlow::Continue(())
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn deliver(
+    bytes: &[u8],
+    peer: &Peer,
+    id: ConnId,
+    received_at: SystemTime,
+    messages: &mut u64,
+    batch: &mut Batch,
+    counters: &Counters,
+    mode: Mode,
+) {
+    *messages += 1;
+    counters.message(Proto::Tcp);
+    if mode.prints() {
+        batch.print(&Message {
+            proto: Proto::Tcp,
+            peer,
+            conn: Some(id),
+            received_at,
+            bytes,
+        });
     }
 }
 
