@@ -96,6 +96,7 @@ impl ServerArgs {
                 oversize: self.oversize,
             },
             format: self.format,
+            quiet: self.quiet > 0,
             drain_timeout: self.drain_timeout,
             backlog: self.backlog,
         }

@@ -38,6 +38,8 @@ pub struct Config {
     pub mode: Mode,
     pub frame: FrameConfig,
     pub format: Format,
+    /// `-q`: echo does not print what it returns.
+    pub quiet: bool,
     pub drain_timeout: Duration,
     pub backlog: i32,
 }
@@ -52,6 +54,7 @@ impl Default for Config {
             mode: Mode::Print,
             frame: FrameConfig::default(),
             format: Format::Text,
+            quiet: false,
             drain_timeout: Duration::from_secs(5),
             backlog: 1024,
         }
@@ -98,6 +101,7 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         frame: config.frame,
         mode: config.mode,
         format: config.format,
+        quiet: config.quiet,
         stats: Arc::clone(&stats),
         sink_capacity: SINK_CAPACITY,
     })

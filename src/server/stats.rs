@@ -19,14 +19,17 @@ pub enum DropReason {
     Truncated,
     /// The stream ended inside a length- or octet-framed message.
     Incomplete,
+    /// A UDP echo reply that the socket had no room for.
+    ReplyDropped,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::Oversize,
         DropReason::QueueFull,
         DropReason::Truncated,
         DropReason::Incomplete,
+        DropReason::ReplyDropped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +38,7 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::Truncated => "truncated",
             DropReason::Incomplete => "incomplete",
+            DropReason::ReplyDropped => "reply_dropped",
         }
     }
 }
@@ -182,7 +186,7 @@ mod tests {
         stats.workers[1].dropped(DropReason::QueueFull);
         assert_eq!(
             stats.totals().to_string(),
-            "summary: connections 2 (open 1), messages 2 (tcp 1, udp 1), bytes 5 (tcp 0, udp 5), dropped 1 (oversize 0, queue_full 1, truncated 0, incomplete 0)"
+            "summary: connections 2 (open 1), messages 2 (tcp 1, udp 1), bytes 5 (tcp 0, udp 5), dropped 1 (oversize 0, queue_full 1, truncated 0, incomplete 0, reply_dropped 0)"
         );
     }
 }

@@ -13,7 +13,7 @@ use crate::frame::{DISCONNECT, FrameConfig};
 use crate::message::{Message, Peer, Proto};
 
 use super::batch::Batch;
-use super::mode::Mode;
+use super::mode::Actions;
 use super::stats::{Counters, DropReason};
 
 /// Datagrams read from one socket per turn before TCP connections get theirs.
@@ -59,7 +59,7 @@ impl UdpReader {
         frame: &FrameConfig,
         batch: &mut Batch,
         counters: &Counters,
-        mode: Mode,
+        actions: Actions,
         draining: bool,
     ) {
         // One byte past the limit, so a longer datagram shows as oversize.
@@ -93,22 +93,38 @@ impl UdpReader {
                 super::worker::udp_session_ended(self.peer(addr));
                 continue;
             }
+            if actions.reply {
+                // Echo: straight back to the source; a full socket buffer drops the
+                // reply rather than waiting.
+                match crate::net::sendto(&self.socket, bytes, addr) {
+                    Ok(_) => {}
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        counters.dropped(DropReason::ReplyDropped);
+                    }
+                    Err(err) => {
+                        tracing::debug!("udp reply to {addr}: {}", crate::net::describe(&err));
+                        counters.dropped(DropReason::ReplyDropped);
+                    }
+                }
+            }
+            if !actions.print {
+                counters.message(Proto::Udp);
+                continue;
+            }
             if batch.blocked() {
                 counters.dropped(DropReason::QueueFull);
                 continue;
             }
             counters.message(Proto::Udp);
-            if mode.prints() {
-                let received_at = SystemTime::now();
-                let peer = self.peer(addr);
-                batch.print(&Message {
-                    proto: Proto::Udp,
-                    peer,
-                    conn: None,
-                    received_at,
-                    bytes,
-                });
-            }
+            let received_at = SystemTime::now();
+            let peer = self.peer(addr);
+            batch.print(&Message {
+                proto: Proto::Udp,
+                peer,
+                conn: None,
+                received_at,
+                bytes,
+            });
         }
     }
 }
