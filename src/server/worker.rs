@@ -327,6 +327,12 @@ impl Worker {
                     conn.queued = true;
                     self.ready.push_back(key);
                 }
+                // A paused connection whose outbox the socket took whole gets no
+                // WRITABLE edge to resume it: it goes on next turn.
+                (Turn::Paused, Ok(())) if conn.pending() == 0 => {
+                    conn.queued = true;
+                    self.ready.push_back(key);
+                }
                 (Turn::Idle | Turn::Paused, Ok(())) => {}
                 (Turn::Close(reason), Ok(())) => self.finish_conn(key, reason),
             }
