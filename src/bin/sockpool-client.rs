@@ -1,6 +1,9 @@
 //! `sockpool-client`: parse flags, run the session, map the result to an exit code
 //! (0 every message sent, 1 unreachable or broken with one line, 2 bad usage).
 
+// Peer input must never reach a panic: unwrap/expect only in tests (clippy.toml).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
