@@ -216,6 +216,14 @@ impl Server {
         self.lines_until(n, deadline())
     }
 
+    /// The next stdout line if one comes before `until`.
+    pub fn try_line(&self, until: Instant) -> Option<String> {
+        let rx = self.stdout.as_ref().expect("stdout is read by the helper");
+        rx.recv_timeout(until.saturating_duration_since(Instant::now()))
+            .ok()
+            .map(utf8)
+    }
+
     pub fn lines_until(&self, n: usize, until: Instant) -> Vec<String> {
         let rx = self.stdout.as_ref().expect("stdout is read by the helper");
         let mut out = Vec::with_capacity(n);
