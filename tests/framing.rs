@@ -128,3 +128,30 @@ fn the_client_waits_for_udp_replies() {
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert_eq!(out.stdout, "ping\n");
 }
+
+#[test]
+fn the_client_prints_replies_while_still_reading_stdin() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let server = Server::start(&["--mode", "echo"]);
+    let mut child = support::clean_command(support::CLIENT)
+        .args(["-s", &server.tcp_addr().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let replies = support::spawn_line_reader(child.stdout.take().unwrap());
+    // Each reply must come back before the next line is even written.
+    for word in ["first", "second", "third"] {
+        writeln!(stdin, "{word}").unwrap();
+        let reply = replies
+            .recv_timeout(support::WAIT)
+            .expect("a reply while stdin is open");
+        assert_eq!(reply, format!("{word}\n").into_bytes());
+    }
+    drop(stdin);
+    let status = support::wait_child(&mut child, support::deadline()).expect("client exits");
+    assert!(status.success());
+}
