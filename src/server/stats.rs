@@ -86,6 +86,12 @@ impl Counters {
         bump(&self.messages[proto_index(proto)], 1);
     }
 
+    pub fn messages(&self, proto: Proto, n: u64) {
+        if n > 0 {
+            bump(&self.messages[proto_index(proto)], n);
+        }
+    }
+
     pub fn dropped(&self, reason: DropReason) {
         bump(&self.dropped[reason as usize], 1);
     }

@@ -506,9 +506,11 @@ fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn {
             id: *id,
             received_at,
         };
+        let before = *messages;
         let flow = decoder.decode(&buf[..n], |frame| {
             on_frame(frame, &source, messages, outbox, h)
         });
+        h.counters.messages(Proto::Tcp, *messages - before);
         if flow.is_break() {
             return Turn::Close(CloseReason::Disconnect);
         }
@@ -530,7 +532,9 @@ fn finish(conn: &mut Conn, h: &mut Handler<'_>, reason: CloseReason) -> Turn {
         id: *id,
         received_at: SystemTime::now(),
     };
+    let before = *messages;
     let flow = decoder.finish(|frame| on_frame(frame, &source, messages, outbox, h));
+    h.counters.messages(Proto::Tcp, *messages - before);
     if flow.is_break() {
         return Turn::Close(CloseReason::Disconnect);
     }
@@ -573,6 +577,7 @@ fn on_frame(
 }
 
 /// Applies the mode's actions to one message.
+#[inline]
 fn deliver(
     bytes: &[u8],
     src: &Source<'_>,
@@ -580,8 +585,8 @@ fn deliver(
     outbox: &mut Vec<u8>,
     h: &mut Handler<'_>,
 ) {
+    // Counted into the connection; the worker's counter is updated once per read.
     *messages += 1;
-    h.counters.message(Proto::Tcp);
     if h.actions.print {
         h.batch.print(&Message {
             proto: Proto::Tcp,
