@@ -243,21 +243,20 @@ fn ingest(kind: Kind, mode: &str, data: &[Arc<Vec<u8>>], by_lines: bool) -> f64 
             let (b, payload) = (Arc::clone(&barrier), Arc::clone(payload));
             thread::spawn(move || {
                 b.wait();
+                let start = Instant::now();
                 s.write_all(&payload).unwrap();
                 s.shutdown(Shutdown::Write).unwrap();
                 let mut rest = [0u8; 64];
                 while s.read(&mut rest).map(|n| n > 0).unwrap_or(false) {}
-                Instant::now()
+                (start, Instant::now())
             })
         })
         .collect();
     barrier.wait();
-    let t0 = Instant::now();
-    let last_eof = threads
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .max()
-        .unwrap();
+    // Timed from the first sender's start: this thread may run after all of them.
+    let times: Vec<(Instant, Instant)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let t0 = times.iter().map(|t| t.0).min().unwrap();
+    let last_eof = times.iter().map(|t| t.1).max().unwrap();
     let end = if by_lines {
         server.wait_lines()
     } else {
@@ -438,21 +437,24 @@ fn echo(kind: Kind, rate: Option<u64>, secs: f64) -> f64 {
                     }
                     done += 1;
                 }
-                (done, hist)
+                (done, hist, start, Instant::now())
             })
         })
         .collect();
     barrier.wait();
-    let t0 = Instant::now();
     let mut total = 0;
     let mut hist = Histogram::<u64>::new(3).unwrap();
+    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
     for t in threads {
-        let (done, h) = t.join().unwrap();
+        let (done, h, start, end) = t.join().unwrap();
         total += done;
         hist.add(h).unwrap();
+        first = Some(first.map_or(start, |f| f.min(start)));
+        last = Some(last.map_or(end, |l| l.max(end)));
     }
+    let elapsed = last.unwrap().duration_since(first.unwrap()).as_secs_f64();
     match rate {
-        None => total as f64 / t0.elapsed().as_secs_f64(),
+        None => total as f64 / elapsed,
         Some(_) => hist.value_at_quantile(0.99) as f64,
     }
 }

@@ -577,7 +577,7 @@ fn on_frame(
 }
 
 /// Applies the mode's actions to one message.
-#[inline]
+#[inline(always)]
 fn deliver(
     bytes: &[u8],
     src: &Source<'_>,
