@@ -103,7 +103,7 @@ fn parse_ts(ts: &str) -> i64 {
     let num = |from: usize, to: usize| -> i64 {
         let s = &ts[from..to];
         assert!(s.bytes().all(|c| c.is_ascii_digit()), "digits in {ts:?}");
-        s.parse().unwrap()
+        s.parse().expect("digits parse")
     };
     let (y, mo, d) = (num(0, 4), num(5, 7), num(8, 10));
     let (h, mi, s) = (num(11, 13), num(14, 16), num(17, 19));
@@ -114,13 +114,10 @@ fn parse_ts(ts: &str) -> i64 {
 }
 
 fn now_micros() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_micros(),
-    )
-    .unwrap()
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(since.as_micros()).expect("micros fit in i64")
 }
 
 #[test]

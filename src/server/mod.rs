@@ -84,6 +84,7 @@ fn io_err(action: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
 /// `drain_timeout` and writes the summary to stderr.
 pub fn start(config: Config) -> Result<(), ServerError> {
     let workers = config.workers.max(1);
+    let signals = shutdown::catch().map_err(io_err("watch for signals"))?;
     let listeners = bind_all(
         &ListenConfig {
             addrs: config.listen.clone(),
@@ -113,7 +114,7 @@ pub fn start(config: Config) -> Result<(), ServerError> {
     // The acceptor keeps its own reference: closing a waker's eventfd right after
     // waking it would take the wake-up out of the poll set before it is seen.
     let signal_waker = Arc::clone(&stop_waker);
-    shutdown::on_signal(move || {
+    shutdown::on_signal(signals, move || {
         signal_stop.store(true, Ordering::SeqCst);
         let _ = signal_waker.wake();
     })

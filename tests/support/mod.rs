@@ -6,7 +6,8 @@
 //! the child when dropped. Every wait has a deadline, so a bug fails a test instead of
 //! hanging it; nothing here sleeps to synchronise.
 
-#![allow(dead_code)]
+// Test helpers panic on failure by design: a panic here fails the calling test.
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
