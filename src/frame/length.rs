@@ -50,7 +50,9 @@ impl LengthDecoder {
                 continue;
             }
             let want = (HEADER - self.have).min(rest.len());
-            let (head, tail) = rest.split_at(want);
+            let Some((head, tail)) = rest.split_at_checked(want) else {
+                break;
+            };
             if let Some(slot) = self.header.get_mut(self.have..self.have + want) {
                 slot.copy_from_slice(head);
             }

@@ -424,4 +424,25 @@ pub(crate) mod testing {
     pub fn oversize() -> impl Strategy<Value = Oversize> {
         prop_oneof![Just(Oversize::Drop), Just(Oversize::Truncate)]
     }
+
+    #[test]
+    fn a_break_stops_decoding_in_every_framing() {
+        for framing in [Framing::Line, Framing::Length, Framing::Octet] {
+            let cfg = config(framing, 64, Oversize::Drop);
+            let mut stream = Vec::new();
+            for m in [&b"a"[..], DISCONNECT, b"b"] {
+                encode(&cfg, m, &mut stream);
+            }
+            let mut seen = Vec::new();
+            let flow = Decoder::new(&cfg).decode(&stream, |f| {
+                seen.push(format!("{f:?}"));
+                match f {
+                    Frame::Message(m) if m == DISCONNECT => ControlFlow::Break(()),
+                    _ => ControlFlow::Continue(()),
+                }
+            });
+            assert!(flow.is_break(), "{framing:?}");
+            assert_eq!(seen.len(), 2, "{framing:?}: {seen:?}");
+        }
+    }
 }
