@@ -142,7 +142,8 @@ async fn serve_tcp(mut stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<Vec
             }
             replies.clear();
         }
-        if batch.len() >= BATCH / 2 {
+        // Hand over what this read produced, as sockpool does at the end of a turn.
+        if !batch.is_empty() {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
             if tx.send(full).await.is_err() {
                 break;
