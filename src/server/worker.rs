@@ -473,6 +473,8 @@ impl Worker {
         let Some(conn) = self.conns.try_remove(key) else {
             return;
         };
+        // Free its place first: a client told of the close may connect again at once.
+        self.limits.release(conn.peer.addr().ip());
         if let CloseReason::SlowReceiver(_) = reason {
             warn!(conn = conn.id, peer = %conn.peer, "connection closed: {reason}");
         } else {
@@ -485,7 +487,6 @@ impl Worker {
             );
         }
         self.counters().closed();
-        self.limits.release(conn.peer.addr().ip());
         if self.mode.announces() {
             self.announce(&conn.peer, "left", None);
         }
