@@ -109,7 +109,14 @@ fn udp_sockets(
     recv_buffer: Option<usize>,
 ) -> std::io::Result<Vec<UdpSocket>> {
     let mut sockets: Vec<UdpSocket> = Vec::with_capacity(count);
-    let mut target = *addr;
+    // SO_REUSEPORT would let us join a group that another process of this user
+    // already holds on the port, and share its datagrams without a word. A plain
+    // bind first fails with "address already in use" if anyone holds the port.
+    let mut target = {
+        let probe = datagram_socket(addr)?;
+        bind(&probe, addr)?;
+        probe.local_addr()?.as_socket().unwrap_or(*addr)
+    };
     for _ in 0..count.max(1) {
         let socket = datagram_socket(&target)?;
         socket.set_reuse_port(true)?;
