@@ -292,3 +292,37 @@ fn an_oversize_line_is_dropped_with_bounded_memory() {
     let s = summary(&stderr);
     assert!(s.contains("dropped 1 (oversize 1"), "{s}");
 }
+
+#[test]
+fn several_listen_addresses_at_once() {
+    let server = Server::start(&["-l", "127.0.0.1:0", "-l", "127.0.0.2:0", "--format", "json"]);
+    let lines = server.wait_stderr_count(4, |l| l.starts_with("listening "));
+    let addrs = |proto: &str| -> Vec<std::net::SocketAddr> {
+        lines
+            .iter()
+            .filter_map(|l| l.strip_prefix(&format!("listening {proto} ")))
+            .map(|a| a.parse().unwrap())
+            .collect()
+    };
+    let (tcp, udp) = (addrs("tcp"), addrs("udp"));
+    assert_eq!(
+        tcp.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>(),
+        ["127.0.0.1", "127.0.0.2"]
+    );
+    assert_eq!(udp.len(), 2);
+    for (i, addr) in tcp.iter().enumerate() {
+        let mut c = support::Tcp::connect(*addr);
+        c.send(format!("tcp {i}\n").as_bytes());
+    }
+    for (i, addr) in udp.iter().enumerate() {
+        let s = std::net::UdpSocket::bind((addr.ip(), 0)).unwrap();
+        s.send_to(format!("udp {i}").as_bytes(), addr).unwrap();
+    }
+    let mut got: Vec<String> = server
+        .lines(4)
+        .iter()
+        .map(|l| String::from_utf8(support::parse_json(l).bytes).unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["tcp 0", "tcp 1", "udp 0", "udp 1"]);
+}
