@@ -87,6 +87,7 @@ impl ThreadPool {
                 }) as Notify
             })
             .collect();
+        crate::output::pipe::grow(&io::stdout());
         let (sink, sink_handles) =
             Sink::start(io::stdout(), config.sink_capacity, notifiers, |err| {
                 eprintln!(
