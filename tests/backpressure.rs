@@ -112,7 +112,9 @@ fn slow_output_stalls_senders_and_loses_nothing() {
         let held = states
             .iter()
             .all(|s| s.waiting.load(Ordering::SeqCst) || s.finished.load(Ordering::SeqCst));
-        if pending >= size && held {
+        // Full: no room left for another batch (the kernel fills a pipe page by
+        // page, so a few KiB may stay unused).
+        if pending + 64 * 1024 > size && held {
             break;
         }
         assert!(
