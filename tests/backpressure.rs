@@ -69,20 +69,6 @@ fn send_all(mut stream: TcpStream, i: usize, state: &SenderState, until: Instant
         .expect("half-close");
 }
 
-/// Bytes waiting in a pipe, and its capacity.
-fn pipe_fill(fd: i32) -> (usize, usize) {
-    let mut pending: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int to a live local; F_GETPIPE_SZ takes no pointer.
-    let (rc, size) = unsafe {
-        (
-            libc::ioctl(fd, libc::FIONREAD, &mut pending),
-            libc::fcntl(fd, libc::F_GETPIPE_SZ),
-        )
-    };
-    assert!(rc == 0 && size > 0, "{}", io::Error::last_os_error());
-    (pending as usize, size as usize)
-}
-
 #[test]
 fn slow_output_stalls_senders_and_loses_nothing() {
     let started = Instant::now();
@@ -108,13 +94,11 @@ fn slow_output_stalls_senders_and_loses_nothing() {
     // held back by TCP flow control.
     let stall_deadline = Instant::now() + support::WAIT;
     loop {
-        let (pending, size) = pipe_fill(out_fd);
+        let (pending, size) = support::pipe_fill(out_fd);
         let held = states
             .iter()
             .all(|s| s.waiting.load(Ordering::SeqCst) || s.finished.load(Ordering::SeqCst));
-        // Full: no room left for another batch (the kernel fills a pipe page by
-        // page, so a few KiB may stay unused).
-        if pending + 64 * 1024 > size && held {
+        if support::pipe_is_full(pending, size) && held {
             break;
         }
         assert!(

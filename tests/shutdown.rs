@@ -113,20 +113,6 @@ fn idle_server_stops_at_once_with_a_summary() {
     );
 }
 
-/// Bytes waiting in a pipe, and its capacity.
-fn pipe_fill(fd: i32) -> (usize, usize) {
-    let mut pending: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int to a live local; F_GETPIPE_SZ takes no pointer.
-    let (rc, size) = unsafe {
-        (
-            libc::ioctl(fd, libc::FIONREAD, &mut pending),
-            libc::fcntl(fd, libc::F_GETPIPE_SZ),
-        )
-    };
-    assert!(rc == 0 && size > 0, "{}", std::io::Error::last_os_error());
-    (pending as usize, size as usize)
-}
-
 #[test]
 fn a_second_signal_exits_at_once() {
     let mut server = Server::start_with(Options {
@@ -151,8 +137,8 @@ fn a_second_signal_exits_at_once() {
     });
     let until = support::deadline();
     loop {
-        let (pending, size) = pipe_fill(stdout.as_raw_fd());
-        if pending >= size {
+        let (pending, size) = support::pipe_fill(stdout.as_raw_fd());
+        if support::pipe_is_full(pending, size) {
             break;
         }
         assert!(

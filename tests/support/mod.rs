@@ -775,3 +775,24 @@ pub fn poll_fd(fd: i32, events: i16, until: Instant) -> bool {
 pub fn ipv6_available() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok() && UdpSocket::bind("[::1]:0").is_ok()
 }
+
+/// Bytes waiting in a pipe, and its capacity.
+pub fn pipe_fill(fd: i32) -> (usize, usize) {
+    let mut pending: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int to a live local; F_GETPIPE_SZ takes no pointer.
+    let (rc, size) = unsafe {
+        (
+            libc::ioctl(fd, libc::FIONREAD, &mut pending),
+            libc::fcntl(fd, libc::F_GETPIPE_SZ),
+        )
+    };
+    assert!(rc == 0 && size > 0, "{}", io::Error::last_os_error());
+    (pending as usize, size as usize)
+}
+
+/// Whether a pipe holding `pending` of `size` bytes has no room for another output
+/// batch (64 KiB). The kernel fills a pipe page by page, so a few KiB may stay unused
+/// in a pipe that is full for every purpose.
+pub fn pipe_is_full(pending: usize, size: usize) -> bool {
+    pending + 64 * 1024 > size
+}
