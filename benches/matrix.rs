@@ -459,18 +459,32 @@ fn echo(kind: Kind, rate: Option<u64>, secs: f64) -> f64 {
     }
 }
 
+/// A loopback source address no earlier churn connection used: the client closes
+/// first, so each of its ports sits in TIME_WAIT for a minute, and reusing a few
+/// addresses would exhaust them across runs.
+fn fresh_source() -> [u8; 4] {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    [
+        127,
+        3 + (n / 62_500 % 250) as u8,
+        (n / 250 % 250) as u8,
+        (n % 250 + 1) as u8,
+    ]
+}
+
 /// P5: connect, send one message, half-close, wait for EOF; connections per second.
 fn churn(kind: Kind, secs: f64) -> f64 {
     let server = Running::start(kind, "discard", false);
-    let threads: Vec<_> = (0..4u8)
-        .map(|t| {
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
             let addr = server.tcp;
             thread::spawn(move || {
                 let end = Instant::now() + Duration::from_secs_f64(secs);
                 let mut n = 0u64;
                 let mut rest = [0u8; 16];
                 while Instant::now() < end {
-                    let mut s = connect(addr, Some([127, 0, 2, 1 + t]));
+                    let mut s = connect(addr, Some(fresh_source()));
                     s.write_all(b"hello\n").unwrap();
                     s.shutdown(Shutdown::Write).unwrap();
                     while s.read(&mut rest).map(|n| n > 0).unwrap_or(false) {}

@@ -77,7 +77,10 @@ async fn serve(listen: SocketAddr, mode: Mode) -> std::io::Result<()> {
     });
 
     tokio::spawn(serve_udp(Arc::new(udp), tx.clone(), mode));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    use tokio::signal::unix::{SignalKind, signal};
+    // Made once: a fresh ctrl_c() future per accept would register anew each time.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -87,7 +90,7 @@ async fn serve(listen: SocketAddr, mode: Mode) -> std::io::Result<()> {
                 }
             }
             _ = term.recv() => std::process::exit(0),
-            _ = tokio::signal::ctrl_c() => std::process::exit(0),
+            _ = int.recv() => std::process::exit(0),
         }
     }
 }
