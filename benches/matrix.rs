@@ -44,7 +44,7 @@ impl Kind {
         }
     }
 
-    fn command(self, mode: &str) -> Command {
+    fn command(self, mode: &str, extra: &[&str]) -> Command {
         let release = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release");
         let (path, args): (PathBuf, Vec<&str>) = match self {
             Kind::Sockpool => (
@@ -66,7 +66,7 @@ impl Kind {
             path.display()
         );
         let mut cmd = Command::new(path);
-        cmd.args(args);
+        cmd.args(args).args(extra);
         cmd
     }
 }
@@ -96,7 +96,11 @@ impl Drop for Running {
 
 impl Running {
     fn start(kind: Kind, mode: &str, keep: bool) -> Running {
-        let mut cmd = kind.command(mode);
+        Running::start_with(kind, mode, keep, &[])
+    }
+
+    fn start_with(kind: Kind, mode: &str, keep: bool, extra: &[&str]) -> Running {
+        let mut cmd = kind.command(mode, extra);
         // The sockpool flag may not exist in every version: drop it if rejected.
         let mut child = cmd
             .stdin(Stdio::null())
@@ -350,7 +354,9 @@ fn idle(kind: Kind) -> (u64, f64) {
 /// P3: UDP datagrams from four senders, unpaced (`rate` None) or paced in total.
 /// Returns (delivered per second, loss fraction).
 fn udp(kind: Kind, rate: Option<u64>, secs: f64) -> (f64, f64) {
-    let server = Running::start(kind, "print", false);
+    // Both get the 4 MiB receive buffer anyone serving UDP at this rate would ask for
+    // (the default, ~200 KiB, holds a few milliseconds of small datagrams).
+    let server = Running::start_with(kind, "print", false, &["--recv-buffer", "4194304"]);
     let addr = server.udp.unwrap();
     let senders = 4;
     let stop = Arc::new(AtomicBool::new(false));

@@ -6,7 +6,7 @@
 //! architecture, not the formatting code) written to stdout in batches by one writer
 //! thread behind a bounded channel (backpressure by `await`), echo, discard, and UDP.
 //!
-//! `tokio_baseline [-l ADDR] [-w WORKERS] [--mode print|echo|discard]`; prints
+//! `tokio_baseline [-l ADDR] [-w WORKERS] [--mode print|echo|discard] [--recv-buffer BYTES]`; prints
 //! `listening tcp ADDR` and `listening udp ADDR` on stderr; SIGTERM/SIGINT exit.
 
 use std::io::Write;
@@ -33,12 +33,14 @@ fn main() -> std::io::Result<()> {
     let mut listen: SocketAddr = "127.0.0.1:8080".parse().map_err(std::io::Error::other)?;
     let mut workers = 2;
     let mut mode = Mode::Print;
+    let mut recv_buffer: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args.next().unwrap_or_default();
         match arg.as_str() {
             "-l" | "--listen" => listen = value.parse().map_err(std::io::Error::other)?,
             "-w" | "--workers" => workers = value.parse().map_err(std::io::Error::other)?,
+            "--recv-buffer" => recv_buffer = Some(value.parse().map_err(std::io::Error::other)?),
             "--mode" => {
                 mode = match value.as_str() {
                     "print" => Mode::Print,
@@ -54,14 +56,24 @@ fn main() -> std::io::Result<()> {
         .worker_threads(workers)
         .enable_all()
         .build()?
-        .block_on(serve(listen, mode))
+        .block_on(serve(listen, mode, recv_buffer))
 }
 
-async fn serve(listen: SocketAddr, mode: Mode) -> std::io::Result<()> {
+async fn serve(listen: SocketAddr, mode: Mode, recv_buffer: Option<usize>) -> std::io::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     let local = listener.local_addr()?;
     eprintln!("listening tcp {local}");
-    let udp = UdpSocket::bind(local).await?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(local),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    if let Some(bytes) = recv_buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&local.into())?;
+    let udp = UdpSocket::from_std(socket.into())?;
     eprintln!("listening udp {}", udp.local_addr()?);
 
     // One writer thread owns stdout; tasks send it whole batches.

@@ -86,8 +86,8 @@ impl Default for Config {
     }
 }
 
-/// Output batches queued before workers stop reading TCP (about 4 MiB).
-const SINK_CAPACITY: usize = 64;
+/// Bytes of formatted output queued for the writer before workers stop reading TCP.
+const SINK_CAPACITY: usize = 4 * 1024 * 1024;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]

@@ -31,7 +31,7 @@ pub struct PoolConfig {
     pub format: Format,
     pub quiet: bool,
     pub stats: Arc<Stats>,
-    /// Batches the output queue holds before workers stop reading TCP.
+    /// Bytes the output queue holds before workers stop reading TCP.
     pub sink_capacity: usize,
     /// Open-connection counts, released by the workers as connections close.
     pub limits: Arc<ConnLimits>,
