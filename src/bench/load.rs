@@ -345,6 +345,11 @@ pub fn run(plan: Plan, progress: Arc<Progress>, events: Sender<Event>, start: Re
     });
     if let Ok(t0) = start.recv() {
         load.run(t0);
+        // The last, partial interval (the run rarely ends on a boundary).
+        let unreported = load.total.since(&load.interval_mark);
+        if load.config.interval.is_some() && unreported != Counts::default() {
+            load.send_interval();
+        }
     }
     let result = load.finish();
     let _ = events.send(Event::Done { thread, result });
