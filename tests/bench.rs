@@ -3,12 +3,15 @@
 //! that are reported, not fatal. Every run is bounded (messages or seconds) and
 //! every wait has a deadline.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::net::{TcpListener, UdpSocket};
 
 use serde_json::Value;
 
 /// A local helper (tests/support belongs to the foundation tests): the real server
 /// on loopback, with its stdout and stderr lines read by threads into channels.
+#[allow(dead_code)]
 mod local {
     use std::io::{BufRead, BufReader};
     use std::process::{Child, Command, Output, Stdio};
