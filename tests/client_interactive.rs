@@ -176,6 +176,14 @@ fn interactive(addr: &str) -> Pty {
     pty
 }
 
+/// Waits for the prompt drawn after an Enter: by then the editor reads keys again
+/// (keys typed between two prompts would meet the terminal's own line editing,
+/// where Ctrl-D is swallowed).
+fn next_prompt(pty: &mut Pty) {
+    pty.expect(Regex(r"\r\n(?:\x1b\[[?0-9;]*[A-Za-z]|\r)*> "))
+        .expect("the next prompt");
+}
+
 fn exit_code(pty: &Pty) -> i32 {
     match pty.get_process().wait().expect("wait") {
         WaitStatus::Exited(_, code) => code,
@@ -216,10 +224,13 @@ impl Peer {
 
 /// A broker, a peer and the interactive client, both known to be relayed to.
 fn broker_pair() -> (Server, Peer, Pty) {
-    let server = Server::start(&["--mode", "broker", "-q"]);
+    let server = Server::start(&["--mode", "broker"]);
     let mut peer = Peer::connect(&server.addr);
     let mut pty = interactive(&server.addr);
-    // Synchronise: once the client shows the peer's message, both are registered.
+    // Both connections are with their workers (so relayed to) once logged.
+    for _ in 0..2 {
+        server.stderr_line(|l| l.contains("connection opened"));
+    }
     peer.send("sync");
     pty.expect("sync")
         .expect("the peer's message on the terminal");
@@ -231,11 +242,14 @@ fn lines_typed_are_sent_and_history_recalls_them() {
     let (_server, mut peer, mut pty) = broker_pair();
     pty.send("first\r").unwrap();
     assert_eq!(peer.line(), "first");
+    next_prompt(&mut pty);
     pty.send("second\r").unwrap();
     assert_eq!(peer.line(), "second");
+    next_prompt(&mut pty);
     // Up twice recalls "first"; Left, a character and Enter edit it.
     pty.send("\x1b[A\x1b[A\x1b[DX\r").unwrap();
     assert_eq!(peer.line(), "firsXt");
+    next_prompt(&mut pty);
     // Ctrl-D ends the session cleanly: !Disconnect, then exit 0.
     pty.send("\x04").unwrap();
     pty.expect(Eof).unwrap();
@@ -254,6 +268,7 @@ fn a_reply_arriving_while_typing_does_not_mangle_the_line() {
         .expect("the line redrawn under the reply");
     pty.send(" and finished\r").unwrap();
     assert_eq!(peer.line(), "half-typed and finished");
+    next_prompt(&mut pty);
     pty.send("\x04").unwrap();
     pty.expect(Eof).unwrap();
     assert_eq!(exit_code(&pty), 0);
@@ -265,6 +280,7 @@ fn ctrl_d_sends_disconnect_and_the_server_counts_the_messages() {
     let mut pty = interactive(&server.addr);
     pty.send("one\r").unwrap();
     assert!(server.stdout_line().ends_with(" one"));
+    next_prompt(&mut pty);
     pty.send("\x04").unwrap();
     pty.expect(Eof).unwrap();
     assert_eq!(exit_code(&pty), 0);

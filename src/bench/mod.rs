@@ -189,9 +189,12 @@ pub fn run(config: Config) -> Result<(), BenchError> {
     for r in &results {
         counts.add(&r.counts);
         latency.add(&r.latency);
+        last_send = last_send.max(r.last_send);
         // With --messages the run is timed until the server has handled the last
         // message (closed after !Disconnect), not until it sat in a socket buffer.
-        last_send = last_send.max(r.last_send).max(r.last_close);
+        if matches!(config.stop, Stop::Messages(_)) {
+            last_send = last_send.max(r.last_close);
+        }
     }
     let report = Report::new(&config, threads, &counts, &latency, last_send);
     reporter.finish(&report, &config);

@@ -109,7 +109,12 @@ impl Report {
         last_send: Option<Duration>,
     ) -> Self {
         let duration = match config.stop {
-            Stop::Duration(d) => d,
+            // A sender that fell behind its schedule wrote the last messages late:
+            // the rate is what it achieved, over the time it took.
+            Stop::Duration(d) => last_send
+                .map(|t| t.saturating_sub(config.warmup))
+                .unwrap_or_default()
+                .max(d),
             Stop::Messages(_) => last_send
                 .map(|t| t.saturating_sub(config.warmup))
                 .unwrap_or_default(),
