@@ -18,12 +18,14 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::ops::ControlFlow;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpStream, UdpSocket};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::frame::{self, DISCONNECT, Decoder, Frame};
@@ -44,6 +46,67 @@ const BATCH_BYTES: usize = 64 * 1024;
 const UDP_BUDGET: u64 = 64;
 /// How often timeouts are checked.
 const SCAN_EVERY: Duration = Duration::from_millis(50);
+
+/// The token of the pacing timer (connections use their index).
+const TIMER: Token = Token(usize::MAX);
+
+/// A timerfd in the poller: `epoll_wait` timeouts are whole milliseconds, too coarse
+/// to pace thousands of messages a second (every message would leave up to 1 ms
+/// late, and be charged for it). A timerfd wakes the loop to the microsecond.
+#[derive(Debug)]
+struct Timer {
+    fd: OwnedFd,
+}
+
+impl Timer {
+    fn new(poll: &Poll) -> io::Result<Timer> {
+        // SAFETY: timerfd_create takes no pointers; a non-negative result is a new
+        // descriptor that nothing else owns.
+        let raw = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` was just created and is owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        poll.registry()
+            .register(&mut SourceFd(&fd.as_raw_fd()), TIMER, Interest::READABLE)?;
+        Ok(Timer { fd })
+    }
+
+    /// Fires once, `after` from now (at least 1 µs: zero would disarm it).
+    fn arm(&self, after: Duration) {
+        let after = after.max(Duration::from_micros(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: libc::time_t::try_from(after.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_nsec: libc::c_long::from(after.subsec_nanos() as i32),
+            },
+        };
+        // SAFETY: the descriptor is a live timerfd; `spec` is a live local that the
+        // call only reads; the old value is not asked for (null).
+        unsafe {
+            libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut());
+        }
+    }
+
+    /// Consumes an expiry, so the next one is a new edge.
+    fn clear(&self) {
+        let mut expirations = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live local buffer of 8 bytes.
+        unsafe {
+            libc::read(self.fd.as_raw_fd(), expirations.as_mut_ptr().cast(), 8);
+        }
+    }
+}
 
 /// Why a connection failed or a reply did not come. The names are the words the
 /// report prints.
@@ -361,6 +424,7 @@ struct Load {
     schedule: Schedule,
     target: SocketAddr,
     poll: Poll,
+    timer: Option<Timer>,
     conns: Vec<Conn>,
     progress: Arc<Progress>,
     events: Sender<Event>,
@@ -412,6 +476,7 @@ impl Load {
             thread: plan.thread,
             schedule: Schedule::new(config.rate, config.connections),
             target: plan.target,
+            timer: Timer::new(&poll).ok(),
             poll,
             conns,
             progress,
@@ -645,7 +710,15 @@ impl Load {
                 wake = wake.min(end);
             }
             let timeout = if self.ready.is_empty() {
-                wake.saturating_sub(el)
+                let wait = wake.saturating_sub(el);
+                match &self.timer {
+                    // The timer wakes the loop on time; the poll timeout is a backstop.
+                    Some(timer) if !wait.is_zero() => {
+                        timer.arm(wait);
+                        wait + Duration::from_millis(1)
+                    }
+                    _ => wait,
+                }
             } else {
                 Duration::ZERO
             };
@@ -662,6 +735,12 @@ impl Load {
             }
             let el = self.elapsed();
             for event in events.iter() {
+                if event.token() == TIMER {
+                    if let Some(timer) = &self.timer {
+                        timer.clear();
+                    }
+                    continue;
+                }
                 let i = event.token().0;
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     self.read(i, el);

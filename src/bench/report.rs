@@ -377,11 +377,13 @@ impl Reporter {
             report: "interval",
             t,
             warmup: Duration::from_secs_f64(t) <= self.warmup && !self.warmup.is_zero(),
-            sent: counts.sent,
+            // Everything written in the interval, warmup included: the interval
+            // lines show the load as it was applied.
+            sent: counts.sent + counts.warmup_sent,
             received: counts.received,
             errors: counts.errors_total(),
             msgs_per_sec: if secs > 0.0 {
-                counts.sent as f64 / secs
+                (counts.sent + counts.warmup_sent) as f64 / secs
             } else {
                 0.0
             },
