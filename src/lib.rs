@@ -26,6 +26,9 @@
 //! `message`, `frame`, `output` and `net` import nothing from `server`, `client`,
 //! `bench` or `cli`; `frame` and `output` are pure (bytes and values in, bytes and values out).
 
+// Peer input must never reach a panic: unwrap/expect only in tests (clippy.toml).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -2,6 +2,9 @@
 //! exit code (0 every message sent, 1 unreachable or broken with one line, 2 bad
 //! usage, 130 interrupted with Ctrl-C).
 
+// Peer input must never reach a panic: unwrap/expect only in tests (clippy.toml).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -2,10 +2,19 @@
 //! default `\n`, a `\r` before it is stripped, so `\r\n` senders (telnet, Windows)
 //! read the same; with another delimiter every byte is kept, since a `\r` before a
 //! `\0` is data.
+//!
+//! A line longer than `max_frame` (counted after stripping the `\r`) is skipped as it
+//! streams past, or cut to its first `max_frame` bytes with `--oversize truncate`; its
+//! reported length counts every byte before the delimiter, as received. At end of
+//! stream a final line without its delimiter is delivered as it is (no `\r` strip,
+//! since no terminator came).
+//!
+//! Octet framing reuses this decoder, one line at a time, for its RFC 6587
+//! non-transparent fallback ([`LineDecoder::step`]).
 
 use std::ops::ControlFlow;
 
-use super::Frame;
+use super::{Frame, KEEP_CAPACITY, Oversize, too_long};
 
 /// Incremental line decoder. Complete lines are handed out straight from the input
 /// slice; only a line that straddles two reads is copied, into `pending`, which is
@@ -14,21 +23,43 @@ use super::Frame;
 pub struct LineDecoder {
     delimiter: u8,
     max_frame: usize,
+    oversize: Oversize,
+    /// Empty lines are not messages (octet framing's fallback, where a lone `\n`
+    /// between counted frames is a sender's habit, not a message).
+    skip_empty: bool,
+    /// The start of the current line: all of it while it may still fit, then (once
+    /// it is oversize) nothing with drop, its first `max_frame` bytes with truncate.
     pending: Vec<u8>,
-    /// While skipping an oversize line: how many of its bytes have gone past.
-    skipped: Option<u64>,
+    /// Bytes of the current line received so far, before its delimiter.
+    seen: u64,
 }
 
-/// A `pending` buffer larger than this is freed rather than kept once it empties.
-const KEEP_CAPACITY: usize = 4096;
+/// How far [`LineDecoder::step`] went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Step {
+    /// Bytes of the input that belonged to the current line, its delimiter included.
+    pub consumed: usize,
+    /// Whether the delimiter was among them, so the next byte starts a new frame.
+    pub ended: bool,
+}
 
 impl LineDecoder {
-    pub fn new(delimiter: u8, max_frame: usize) -> Self {
+    pub fn new(delimiter: u8, max_frame: usize, oversize: Oversize) -> Self {
         LineDecoder {
             delimiter,
             max_frame,
+            oversize,
+            skip_empty: false,
             pending: Vec::new(),
-            skipped: None,
+            seen: 0,
+        }
+    }
+
+    /// The decoder octet framing falls back to: `\n`-terminated, empty lines ignored.
+    pub(super) fn fallback(max_frame: usize, oversize: Oversize) -> Self {
+        LineDecoder {
+            skip_empty: true,
+            ..LineDecoder::new(b'\n', max_frame, oversize)
         }
     }
 
@@ -38,10 +69,12 @@ impl LineDecoder {
 
     /// The longest run a line may hold before its terminator: `max_frame`, plus the
     /// `\r` that is stripped with a `\n` delimiter.
+    #[inline]
     fn limit(&self) -> usize {
         self.max_frame + usize::from(self.delimiter == b'\n')
     }
 
+    #[inline]
     fn strip<'a>(&self, line: &'a [u8]) -> &'a [u8] {
         if self.delimiter == b'\n' {
             line.strip_suffix(b"\r").unwrap_or(line)
@@ -50,111 +83,152 @@ impl LineDecoder {
         }
     }
 
+    #[inline]
     pub fn decode<F>(&mut self, input: &[u8], mut on_frame: F) -> ControlFlow<()>
     where
         F: FnMut(Frame<'_>) -> ControlFlow<()>,
     {
         let mut rest = input;
-        while let Some(end) = memchr::memchr(self.delimiter, rest) {
-            let (head, tail) = rest.split_at(end);
-            rest = tail.get(1..).unwrap_or_default();
-            if let Some(skipped) = self.skipped.take() {
-                let len = skipped + head.len() as u64;
-                on_frame(Frame::Oversize { len })?;
-            } else if self.pending.is_empty() {
-                self.emit(head, &mut on_frame)?;
-            } else if self.pending.len() + head.len() > self.limit() {
-                let len = (self.pending.len() + head.len()) as u64;
-                self.release();
-                on_frame(Frame::Oversize { len })?;
-            } else {
-                let mut line = std::mem::take(&mut self.pending);
-                line.extend_from_slice(head);
-                let flow = self.emit(&line, &mut on_frame);
-                line.clear();
-                self.pending = line;
-                flow?;
+        if self.seen == 0 {
+            // Fast path, no line in progress: every complete line is handed out
+            // straight from the input, found by one memchr iterator over the whole
+            // read rather than a fresh search per line.
+            let mut start = 0;
+            for end in memchr::memchr_iter(self.delimiter, input) {
+                self.emit(input.get(start..end).unwrap_or_default(), &mut on_frame)?;
+                start = end + 1;
             }
+            rest = input.get(start..).unwrap_or_default();
         }
-        self.hold(rest);
+        while !rest.is_empty() {
+            let step = self.step(rest, &mut on_frame)?;
+            rest = rest.get(step.consumed..).unwrap_or_default();
+        }
         if self.pending.is_empty() && self.pending.capacity() > KEEP_CAPACITY {
-            self.release();
+            self.pending = Vec::new();
         }
         ControlFlow::Continue(())
+    }
+
+    /// Consumes the front of `input` up to and including the first delimiter, or all
+    /// of it when there is none, and emits the line if it ended.
+    #[inline]
+    pub(super) fn step<F>(&mut self, input: &[u8], on_frame: &mut F) -> ControlFlow<(), Step>
+    where
+        F: FnMut(Frame<'_>) -> ControlFlow<()>,
+    {
+        let Some(end) = memchr::memchr(self.delimiter, input) else {
+            self.hold(input);
+            return ControlFlow::Continue(Step {
+                consumed: input.len(),
+                ended: false,
+            });
+        };
+        let head = input.get(..end).unwrap_or(input);
+        let total = self.seen + head.len() as u64;
+        if self.seen == 0 {
+            self.emit(head, on_frame)?;
+        } else if total <= self.limit() as u64 {
+            let mut line = std::mem::take(&mut self.pending);
+            line.extend_from_slice(head);
+            self.seen = 0;
+            let flow = self.emit(&line, on_frame);
+            line.clear();
+            self.pending = line;
+            flow?;
+        } else {
+            // Longer than `limit` even before stripping a `\r`, so surely oversize.
+            self.hold(head);
+            let kept = std::mem::take(&mut self.pending);
+            self.seen = 0;
+            on_frame(too_long(self.oversize, &kept, self.max_frame, total))?;
+        }
+        ControlFlow::Continue(Step {
+            consumed: end + 1,
+            ended: true,
+        })
     }
 
     pub fn finish<F>(&mut self, mut on_frame: F) -> ControlFlow<()>
     where
         F: FnMut(Frame<'_>) -> ControlFlow<()>,
     {
-        if let Some(len) = self.skipped.take() {
-            return on_frame(Frame::Oversize { len });
-        }
-        if self.pending.is_empty() {
+        let seen = std::mem::replace(&mut self.seen, 0);
+        let line = std::mem::take(&mut self.pending);
+        if seen == 0 {
             return ControlFlow::Continue(());
         }
-        let line = std::mem::take(&mut self.pending);
         // No terminator arrived, so there is no `\r` to strip: the bytes are the message.
-        if line.len() > self.max_frame {
-            on_frame(Frame::Oversize {
-                len: line.len() as u64,
-            })
+        if seen > self.max_frame as u64 {
+            on_frame(too_long(self.oversize, &line, self.max_frame, seen))
         } else {
             on_frame(Frame::Message(&line))
         }
     }
 
-    /// Oversize lengths count every byte before the delimiter, as received.
+    /// A whole line, at most `limit` bytes or straight from the input. Oversize
+    /// lengths count every byte before the delimiter, as received.
+    #[inline]
     fn emit<F>(&self, line: &[u8], on_frame: &mut F) -> ControlFlow<()>
     where
         F: FnMut(Frame<'_>) -> ControlFlow<()>,
     {
         let message = self.strip(line);
         if message.len() > self.max_frame {
-            on_frame(Frame::Oversize {
-                len: line.len() as u64,
-            })
+            on_frame(too_long(
+                self.oversize,
+                message,
+                self.max_frame,
+                line.len() as u64,
+            ))
+        } else if message.is_empty() && self.skip_empty {
+            ControlFlow::Continue(())
         } else {
             on_frame(Frame::Message(message))
         }
     }
 
-    /// Keeps the start of an unterminated line, or starts skipping it once it cannot
-    /// fit: memory stays bounded by `max_frame` whatever the peer sends.
+    /// Keeps the start of an unterminated line while it may fit; once it cannot,
+    /// keeps only what truncate delivers: memory stays bounded by `max_frame` + 1
+    /// whatever the peer sends.
     fn hold(&mut self, partial: &[u8]) {
-        if partial.is_empty() {
+        self.seen += partial.len() as u64;
+        if self.seen <= self.limit() as u64 {
+            self.pending.extend_from_slice(partial);
             return;
         }
-        if let Some(skipped) = self.skipped.as_mut() {
-            *skipped += partial.len() as u64;
-        } else if self.pending.len() + partial.len() > self.limit() {
-            self.skipped = Some((self.pending.len() + partial.len()) as u64);
-            self.release();
-        } else {
-            self.pending.extend_from_slice(partial);
+        match self.oversize {
+            Oversize::Drop => self.pending = Vec::new(),
+            Oversize::Truncate => {
+                let room = self.max_frame.saturating_sub(self.pending.len());
+                self.pending
+                    .extend_from_slice(partial.get(..room).unwrap_or(partial));
+                self.pending.truncate(self.max_frame);
+            }
         }
     }
+}
 
-    fn release(&mut self) {
-        self.pending = Vec::new();
-    }
+/// Appends `message` and the delimiter.
+pub(super) fn encode(delimiter: u8, message: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(message);
+    out.push(delimiter);
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{Owned, collect};
-    use super::super::{Decoder, FrameConfig};
+    use super::super::testing::{
+        Owned, collect, collect_split, config, cuts, msg, oversize, points,
+    };
+    use super::super::{Decoder, FrameConfig, Framing, Oversize, encode};
     use proptest::prelude::*;
 
     fn decoder(max: usize) -> Decoder {
-        Decoder::new(&FrameConfig {
-            max_frame: max,
-            ..FrameConfig::default()
-        })
+        Decoder::new(&config(Framing::Line, max, Oversize::Drop))
     }
 
-    fn msg(s: &[u8]) -> Owned {
-        Owned::Message(s.to_vec())
+    fn truncating(max: usize) -> Decoder {
+        Decoder::new(&config(Framing::Line, max, Oversize::Truncate))
     }
 
     #[test]
@@ -201,10 +275,33 @@ mod tests {
     }
 
     #[test]
+    fn oversize_is_truncated_and_the_next_message_arrives() {
+        let mut input = b"0123456789abcdef\r".to_vec();
+        input.extend_from_slice(b"\nnext\r\n");
+        for cut in 0..=input.len() {
+            let (a, b) = input.split_at(cut);
+            let mut d = truncating(10);
+            let mut frames = collect(&mut d, &[a], false);
+            assert!(d.buffered() <= 11, "cut at {cut}");
+            frames.extend(collect(&mut d, &[b], true));
+            assert_eq!(
+                frames,
+                vec![Owned::Truncated(b"0123456789".to_vec(), 17), msg(b"next")],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
     fn exactly_max_frame_is_accepted_with_or_without_cr() {
         assert_eq!(
             collect(&mut decoder(4), &[b"abcd\r\nabcd\nabcde\n"], true),
             vec![msg(b"abcd"), msg(b"abcd"), Owned::Oversize(5)]
+        );
+        // Split so that the 5-byte `abcd\r` sits in the pending buffer at its limit.
+        assert_eq!(
+            collect(&mut truncating(4), &[b"abcd\r", b"\nabcde", b"\n"], true),
+            vec![msg(b"abcd"), Owned::Truncated(b"abcd".to_vec(), 5)]
         );
     }
 
@@ -213,6 +310,15 @@ mod tests {
         assert_eq!(
             collect(&mut decoder(4), &[b"ok\nabcdefgh"], true),
             vec![msg(b"ok"), Owned::Oversize(8)]
+        );
+        assert_eq!(
+            collect(&mut truncating(4), &[b"ok\nabc", b"defgh"], true),
+            vec![msg(b"ok"), Owned::Truncated(b"abcd".to_vec(), 8)]
+        );
+        // A final `\r` is data: no terminator came to strip it with.
+        assert_eq!(
+            collect(&mut truncating(4), &[b"abcd\r"], true),
+            vec![Owned::Truncated(b"abcd".to_vec(), 5)]
         );
     }
 
@@ -235,32 +341,76 @@ mod tests {
         let _ = collect(&mut d, &[&big], false);
         assert_eq!(d.buffered(), 20000);
         let _ = collect(&mut d, &[b"\n"], false);
-        let Decoder::Line(line) = &d;
+        let Decoder::Line(line) = &d else {
+            panic!("a line decoder")
+        };
         assert_eq!(line.pending.capacity(), 0);
+    }
+
+    #[test]
+    fn a_zero_max_frame_still_delivers_empty_lines() {
+        assert_eq!(
+            collect(&mut truncating(0), &[b"\r\nx\n\n"], true),
+            vec![msg(b""), Owned::Truncated(Vec::new(), 1), msg(b"")]
+        );
+    }
+
+    /// Lines (without `\n`), some ending in `\r`, some longer than the tests' 16.
+    fn lines() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        proptest::collection::vec(
+            proptest::collection::vec(
+                any::<u8>().prop_filter("no newline", |b| *b != b'\n'),
+                0..40,
+            ),
+            0..20,
+        )
     }
 
     proptest! {
         #[test]
-        fn any_split_yields_the_same_frames(
-            lines in proptest::collection::vec(proptest::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 0..40), 0..20),
-            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
-        ) {
+        fn any_split_yields_the_same_frames(lines in lines(), cuts in cuts(), oversize in oversize()) {
+            let cfg = config(Framing::Line, 16, oversize);
             let mut stream = Vec::new();
-            for l in &lines { stream.extend_from_slice(l); stream.push(b'\n'); }
-            let whole = collect(&mut decoder(16), &[&stream], true);
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
-            points.sort_unstable();
-            let mut chunks = Vec::new();
-            let mut start = 0;
-            for p in points { chunks.push(&stream[start..p]); start = p; }
-            chunks.push(&stream[start..]);
-            prop_assert_eq!(collect(&mut decoder(16), &chunks, true), whole.clone());
+            for l in &lines { encode(&cfg, l, &mut stream); }
+            let whole = collect_split(&cfg, &stream, &[]);
+            prop_assert_eq!(collect_split(&cfg, &stream, &points(&cuts, stream.len())), whole.clone());
             // Oversize lines never desynchronise the ones after them.
             let expected: Vec<Owned> = lines.iter().map(|l| {
                 let s = l.strip_suffix(b"\r").unwrap_or(l);
-                if s.len() > 16 { Owned::Oversize(l.len() as u64) } else { Owned::Message(s.to_vec()) }
+                match (s.len() > 16, oversize) {
+                    (false, _) => Owned::Message(s.to_vec()),
+                    (true, Oversize::Drop) => Owned::Oversize(l.len() as u64),
+                    (true, Oversize::Truncate) => Owned::Truncated(s[..16].to_vec(), l.len() as u64),
+                }
             }).collect();
             prop_assert_eq!(whole, expected);
+        }
+
+        #[test]
+        fn encode_then_decode_round_trips(
+            messages in proptest::collection::vec(proptest::collection::vec(1u8..=255, 0..40), 0..20),
+            delimiter in any::<u8>(),
+        ) {
+            let cfg = FrameConfig { delimiter: delimiter.max(1), max_frame: 64, ..FrameConfig::default() };
+            let messages: Vec<Vec<u8>> = messages.into_iter().map(|mut m| {
+                m.retain(|&b| b != cfg.delimiter);
+                if cfg.delimiter == b'\n' { while m.last() == Some(&b'\r') { m.pop(); } }
+                m
+            }).collect();
+            let mut stream = Vec::new();
+            for m in &messages { encode(&cfg, m, &mut stream); }
+            let expected: Vec<Owned> = messages.iter().map(|m| Owned::Message(m.clone())).collect();
+            prop_assert_eq!(collect_split(&cfg, &stream, &[]), expected);
+        }
+
+        #[test]
+        fn any_bytes_keep_memory_bounded(
+            stream in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()], 0..200),
+            cuts in cuts(), oversize in oversize(), max in 0usize..20,
+        ) {
+            let cfg = config(Framing::Line, max, oversize);
+            let whole = collect_split(&cfg, &stream, &[]);
+            prop_assert_eq!(collect_split(&cfg, &stream, &points(&cuts, stream.len())), whole);
         }
     }
 }

@@ -2,25 +2,52 @@
 //! sending. Bytes in, frames out: no sockets, clocks or threads, so every split of a
 //! stream can be tested and fuzzed.
 //!
-//! A decoder never holds more than `max_frame` (+1 for a `\r`) bytes of one message:
-//! a longer message is skipped as it streams past (memcached's `conn_swallow`), and
-//! reported once as [`Frame::Oversize`] with its full length.
+//! Four framings, one file each: [`line`](LineDecoder) (delimiter-terminated),
+//! [`length`](LengthDecoder) (4-byte big-endian prefix), [`octet`](OctetDecoder)
+//! (RFC 6587 octet counting with the non-transparent fallback rsyslog's imtcp has),
+//! and [`raw`](RawDecoder) (each read is a message).
+//!
+//! A decoder never holds more than `max_frame` bytes of one message plus
+//! [`MAX_HEADER`] bytes of framing: a longer message is skipped as it streams past
+//! (memcached's `conn_swallow`) and reported once as [`Frame::Oversize`] with its full
+//! length, or, with [`Oversize::Truncate`], only its first `max_frame` bytes are kept
+//! and delivered as [`Frame::Truncated`]. Lengths announced by a header are never
+//! trusted for allocation: bytes are kept as they arrive, up to `max_frame`.
 
+mod length;
 mod line;
+mod octet;
+mod raw;
 
 use std::ops::ControlFlow;
 
+pub use length::LengthDecoder;
 pub use line::LineDecoder;
+pub use octet::OctetDecoder;
+pub use raw::RawDecoder;
 
 /// The message that ends a session: a TCP connection closes after everything before
 /// it has been handled. It is never printed.
 pub const DISCONNECT: &[u8] = b"!Disconnect";
+
+/// The most framing bytes a decoder holds on top of `max_frame` message bytes: an
+/// octet-counting header of 10 digits and its space, or a `\r` before a line's `\n`.
+pub const MAX_HEADER: usize = 11;
 
 /// How a TCP byte stream is cut into messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Framing {
     /// A message ends at the delimiter (`\n` by default); a `\r` before `\n` is stripped.
     Line,
+    /// A 4-byte big-endian length, then that many bytes.
+    Length,
+    /// RFC 6587 octet counting, `<len> <msg>`, as syslog senders use it (rsyslog
+    /// `TCP_Framing="octet-counted"`); a frame not starting with a digit is read as
+    /// a `\n`-terminated line, so mixed senders work.
+    Octet,
+    /// Each chunk read from the socket is one message (the original behaviour): the
+    /// boundaries are whatever the network delivered.
+    Raw,
 }
 
 /// What happens to a message longer than `max_frame`.
@@ -28,12 +55,17 @@ pub enum Framing {
 pub enum Oversize {
     /// Skip it, report its size, carry on with the next message.
     Drop,
+    /// Deliver its first `max_frame` bytes, skip the rest, carry on with the next
+    /// message.
+    Truncate,
 }
 
 /// Everything a decoder needs to know; shared by all connections of a server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameConfig {
     pub framing: Framing,
+    /// The terminator for line framing only; octet counting's fallback lines always
+    /// end at `\n`, as RFC 6587 non-transparent framing says.
     pub delimiter: u8,
     pub max_frame: usize,
     pub oversize: Oversize,
@@ -61,8 +93,9 @@ pub enum Frame<'a> {
     /// A message of `len` bytes that was longer than `max_frame`; `message` is its
     /// first `max_frame` bytes (`--oversize truncate`).
     Truncated { message: &'a [u8], len: u64 },
-    /// The stream ended inside a frame whose size was announced (length or octet
-    /// framing): `len` bytes of it arrived and are discarded.
+    /// The stream ended inside a frame of length or octet framing (its header or its
+    /// body): `len` bytes of that frame arrived, header included, and are discarded.
+    /// It is never delivered as a message, since its end was announced and not seen.
     Incomplete { len: u64 },
 }
 
@@ -70,52 +103,211 @@ pub enum Frame<'a> {
 #[derive(Debug)]
 pub enum Decoder {
     Line(LineDecoder),
+    Length(LengthDecoder),
+    Octet(OctetDecoder),
+    Raw(RawDecoder),
 }
 
 impl Decoder {
     pub fn new(config: &FrameConfig) -> Self {
-        match config.framing {
-            Framing::Line => Decoder::Line(LineDecoder::new(config.delimiter, config.max_frame)),
+        let FrameConfig {
+            framing,
+            delimiter,
+            max_frame,
+            oversize,
+        } = *config;
+        match framing {
+            Framing::Line => Decoder::Line(LineDecoder::new(delimiter, max_frame, oversize)),
+            Framing::Length => Decoder::Length(LengthDecoder::new(max_frame, oversize)),
+            Framing::Octet => Decoder::Octet(OctetDecoder::new(max_frame, oversize)),
+            Framing::Raw => Decoder::Raw(RawDecoder::new(max_frame, oversize)),
         }
     }
 
     /// Feeds the next bytes of the stream; calls `on_frame` for each frame they
     /// complete, in order. When `on_frame` breaks, decoding stops there and the rest
-    /// of `input` is discarded (the connection is closing).
+    /// of `input` is discarded (the connection is closing). With raw framing, `input`
+    /// is one message, so the caller hands over one socket read per call.
+    #[inline]
     pub fn decode<F>(&mut self, input: &[u8], on_frame: F) -> ControlFlow<()>
     where
         F: FnMut(Frame<'_>) -> ControlFlow<()>,
     {
         match self {
             Decoder::Line(d) => d.decode(input, on_frame),
+            Decoder::Length(d) => d.decode(input, on_frame),
+            Decoder::Octet(d) => d.decode(input, on_frame),
+            Decoder::Raw(d) => d.decode(input, on_frame),
         }
     }
 
-    /// The stream has ended: a final message without its terminator is delivered.
+    /// The stream has ended: a final line without its terminator is delivered; a
+    /// length or octet frame cut short is reported as [`Frame::Incomplete`]. The
+    /// decoder is then empty and could start a new stream.
     pub fn finish<F>(&mut self, on_frame: F) -> ControlFlow<()>
     where
         F: FnMut(Frame<'_>) -> ControlFlow<()>,
     {
         match self {
             Decoder::Line(d) => d.finish(on_frame),
+            Decoder::Length(d) => d.finish(on_frame),
+            Decoder::Octet(d) => d.finish(on_frame),
+            Decoder::Raw(d) => d.finish(on_frame),
         }
     }
 
-    /// Bytes held for an incomplete message (bounded by `max_frame` + 1).
+    /// Bytes held for an incomplete frame: never more than `max_frame` +
+    /// [`MAX_HEADER`], whatever the peer sends.
     pub fn buffered(&self) -> usize {
         match self {
             Decoder::Line(d) => d.buffered(),
+            Decoder::Length(d) => d.buffered(),
+            Decoder::Octet(d) => d.buffered(),
+            Decoder::Raw(d) => d.buffered(),
         }
     }
 }
 
-/// Appends `message` framed for sending (echo replies, the client).
+/// Appends `message` framed for sending (echo replies, the client), so that a
+/// decoder with the same config yields it back (line framing excepted for messages
+/// that contain the delimiter, which no line framing can carry).
 pub fn encode(config: &FrameConfig, message: &[u8], out: &mut Vec<u8>) {
     match config.framing {
-        Framing::Line => {
-            out.extend_from_slice(message);
-            out.push(config.delimiter);
+        Framing::Line => line::encode(config.delimiter, message, out),
+        Framing::Length => length::encode(message, out),
+        Framing::Octet => octet::encode(message, out),
+        Framing::Raw => out.extend_from_slice(message),
+    }
+}
+
+/// The frame for a message of `len` bytes longer than `max_frame`, of which `kept`
+/// (at least its first `max_frame` bytes with truncate) is held.
+fn too_long(oversize: Oversize, kept: &[u8], max_frame: usize, len: u64) -> Frame<'_> {
+    match oversize {
+        Oversize::Drop => Frame::Oversize { len },
+        Oversize::Truncate => Frame::Truncated {
+            message: kept.get(..max_frame).unwrap_or(kept),
+            len,
+        },
+    }
+}
+
+/// A buffer larger than this is freed rather than kept once it empties, so an idle
+/// connection that once received a big message holds no memory for it.
+const KEEP_CAPACITY: usize = 4096;
+
+/// The body of a frame whose length a header announced (length and octet framing).
+/// Bytes are kept as they arrive, never reserved from the announced length, and only
+/// up to `max_frame`: the rest of an oversize body is counted and skipped.
+#[derive(Debug)]
+struct Body {
+    max_frame: usize,
+    oversize: Oversize,
+    kept: Vec<u8>,
+    /// The announced length and how much of it has gone past, while inside a body.
+    current: Option<(u64, u64)>,
+}
+
+impl Body {
+    fn new(max_frame: usize, oversize: Oversize) -> Self {
+        Body {
+            max_frame,
+            oversize,
+            kept: Vec::new(),
+            current: None,
         }
+    }
+
+    fn is_active(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Bytes of the current body that have arrived.
+    fn received(&self) -> u64 {
+        self.current.map_or(0, |(_, got)| got)
+    }
+
+    fn buffered(&self) -> usize {
+        self.kept.len()
+    }
+
+    fn start(&mut self, len: u64) {
+        self.current = Some((len, 0));
+    }
+
+    /// How many bytes of a body of `len` are worth keeping.
+    fn keep_limit(&self, len: u64) -> u64 {
+        let max = self.max_frame as u64;
+        if len <= max {
+            len
+        } else {
+            match self.oversize {
+                Oversize::Drop => 0,
+                Oversize::Truncate => max,
+            }
+        }
+    }
+
+    /// Consumes the current body's bytes from the front of `input` and emits its
+    /// frame once the last one has arrived (at once for an empty body). Returns how
+    /// many bytes of `input` were the body's.
+    fn step<F>(&mut self, input: &[u8], on_frame: &mut F) -> ControlFlow<(), usize>
+    where
+        F: FnMut(Frame<'_>) -> ControlFlow<()>,
+    {
+        let Some((len, got)) = self.current else {
+            return ControlFlow::Continue(0);
+        };
+        let remaining = len - got;
+        let n = usize::try_from(remaining).map_or(input.len(), |r| r.min(input.len()));
+        let chunk = input.get(..n).unwrap_or(input);
+        if got == 0 && n as u64 == len {
+            // The whole body is in this read: hand it out without copying.
+            self.current = None;
+            self.emit(chunk, len, on_frame)?;
+            return ControlFlow::Continue(n);
+        }
+        let keep = self.keep_limit(len);
+        if got < keep {
+            let want = usize::try_from(keep - got).map_or(n, |w| w.min(n));
+            self.kept
+                .extend_from_slice(chunk.get(..want).unwrap_or(chunk));
+        }
+        let got = got + n as u64;
+        if got < len {
+            self.current = Some((len, got));
+            return ControlFlow::Continue(n);
+        }
+        self.current = None;
+        let kept = std::mem::take(&mut self.kept);
+        let flow = self.emit(&kept, len, on_frame);
+        self.reuse(kept);
+        flow?;
+        ControlFlow::Continue(n)
+    }
+
+    fn emit<F>(&self, body: &[u8], len: u64, on_frame: &mut F) -> ControlFlow<()>
+    where
+        F: FnMut(Frame<'_>) -> ControlFlow<()>,
+    {
+        if len > self.max_frame as u64 {
+            on_frame(too_long(self.oversize, body, self.max_frame, len))
+        } else {
+            on_frame(Frame::Message(body))
+        }
+    }
+
+    fn reuse(&mut self, mut kept: Vec<u8>) {
+        kept.clear();
+        if kept.capacity() <= KEEP_CAPACITY {
+            self.kept = kept;
+        }
+    }
+
+    /// Forgets a body cut short by the end of the stream.
+    fn reset(&mut self) {
+        self.current = None;
+        self.kept = Vec::new();
     }
 }
 
@@ -123,6 +315,7 @@ pub fn encode(config: &FrameConfig, message: &[u8], out: &mut Vec<u8>) {
 pub(crate) mod testing {
     //! Helpers shared by the codec tests.
     use super::*;
+    use proptest::prelude::*;
 
     /// An owned copy of a frame, for comparing.
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,6 +324,19 @@ pub(crate) mod testing {
         Oversize(u64),
         Truncated(Vec<u8>, u64),
         Incomplete(u64),
+    }
+
+    pub fn msg(s: &[u8]) -> Owned {
+        Owned::Message(s.to_vec())
+    }
+
+    pub fn config(framing: Framing, max_frame: usize, oversize: Oversize) -> FrameConfig {
+        FrameConfig {
+            framing,
+            max_frame,
+            oversize,
+            ..FrameConfig::default()
+        }
     }
 
     pub fn collect(decoder: &mut Decoder, chunks: &[&[u8]], finish: bool) -> Vec<Owned> {
@@ -151,5 +357,92 @@ pub(crate) mod testing {
             let _ = decoder.finish(&mut push);
         }
         out
+    }
+
+    /// Like [`collect`], feeding `stream` cut at `points`, and checking after every
+    /// chunk that the decoder stays within its memory bound.
+    pub fn collect_split(config: &FrameConfig, stream: &[u8], points: &[usize]) -> Vec<Owned> {
+        let mut d = Decoder::new(config);
+        let mut out = Vec::new();
+        for chunk in split(stream, points) {
+            out.extend(collect(&mut d, &[chunk], false));
+            assert!(
+                d.buffered() <= config.max_frame + MAX_HEADER,
+                "buffered {} > {} + {MAX_HEADER}",
+                d.buffered(),
+                config.max_frame
+            );
+        }
+        out.extend(collect(&mut d, &[], true));
+        assert_eq!(d.buffered(), 0, "finish leaves nothing behind");
+        out
+    }
+
+    /// `stream` cut at `points` (any order, clamped to its length).
+    pub fn split<'a>(stream: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {
+        let mut points: Vec<usize> = points.iter().map(|&p| p.min(stream.len())).collect();
+        points.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        for p in points {
+            chunks.push(stream.get(start..p).unwrap_or_default());
+            start = p;
+        }
+        chunks.push(stream.get(start..).unwrap_or_default());
+        chunks
+    }
+
+    /// Up to 6 cut points anywhere in a stream of up to `len` bytes.
+    pub fn cuts() -> impl Strategy<Value = Vec<prop::sample::Index>> {
+        proptest::collection::vec(any::<prop::sample::Index>(), 0..6)
+    }
+
+    pub fn points(cuts: &[prop::sample::Index], len: usize) -> Vec<usize> {
+        cuts.iter().map(|i| i.index(len + 1)).collect()
+    }
+
+    /// Messages, mostly short, some longer than the small `max_frame` of the tests.
+    pub fn messages() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..20)
+    }
+
+    /// What a decoder should yield for a message sent whole with a counted framing.
+    pub fn expected(message: &[u8], max_frame: usize, oversize: Oversize) -> Owned {
+        if message.len() <= max_frame {
+            Owned::Message(message.to_vec())
+        } else {
+            match oversize {
+                Oversize::Drop => Owned::Oversize(message.len() as u64),
+                Oversize::Truncate => Owned::Truncated(
+                    message.get(..max_frame).unwrap_or_default().to_vec(),
+                    message.len() as u64,
+                ),
+            }
+        }
+    }
+
+    pub fn oversize() -> impl Strategy<Value = Oversize> {
+        prop_oneof![Just(Oversize::Drop), Just(Oversize::Truncate)]
+    }
+
+    #[test]
+    fn a_break_stops_decoding_in_every_framing() {
+        for framing in [Framing::Line, Framing::Length, Framing::Octet] {
+            let cfg = config(framing, 64, Oversize::Drop);
+            let mut stream = Vec::new();
+            for m in [&b"a"[..], DISCONNECT, b"b"] {
+                encode(&cfg, m, &mut stream);
+            }
+            let mut seen = Vec::new();
+            let flow = Decoder::new(&cfg).decode(&stream, |f| {
+                seen.push(format!("{f:?}"));
+                match f {
+                    Frame::Message(m) if m == DISCONNECT => ControlFlow::Break(()),
+                    _ => ControlFlow::Continue(()),
+                }
+            });
+            assert!(flow.is_break(), "{framing:?}");
+            assert_eq!(seen.len(), 2, "{framing:?}: {seen:?}");
+        }
     }
 }

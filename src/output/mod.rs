@@ -9,6 +9,7 @@
 
 pub mod clock;
 pub mod json;
+pub mod pipe;
 pub mod text;
 
 use std::io::{self, Write};

@@ -5,9 +5,10 @@ use crate::message::Message;
 
 use super::clock::Clock;
 
-/// Appends `bytes` escaped: `\` → `\\`, tab → `\t`, CR → `\r`, LF → `\n`, every other
-/// control character (C0, DEL and the C1 range, which terminals also act on) and
-/// every byte that is not valid UTF-8 → `\xNN` per byte; printable UTF-8 is kept.
+/// Appends `bytes` escaped as the spec says: `\` → `\\`, tab → `\t`, CR → `\r`, every
+/// other control character (C0 including LF, DEL, and the C1 range, which terminals
+/// also act on) and every byte that is not valid UTF-8 → `\xNN` per byte; printable
+/// UTF-8 is kept. An escaped message never contains a newline, so a line is a message.
 pub fn escape(bytes: &[u8], out: &mut Vec<u8>) {
     // Fast path: printable ASCII without a backslash is copied as it is.
     if bytes
@@ -25,7 +26,6 @@ pub fn escape(bytes: &[u8], out: &mut Vec<u8>) {
                 '\\' => b"\\\\",
                 '\t' => b"\\t",
                 '\r' => b"\\r",
-                '\n' => b"\\n",
                 c if c.is_control() => b"",
                 _ => continue,
             };
@@ -84,7 +84,7 @@ mod tests {
     fn escaping_rules() {
         assert_eq!(esc(b"hello world"), "hello world");
         assert_eq!(esc(b"a\\b"), "a\\\\b");
-        assert_eq!(esc(b"a\tb\rc\nd"), "a\\tb\\rc\\nd");
+        assert_eq!(esc(b"a\tb\rc\nd"), "a\\tb\\rc\\x0ad");
         assert_eq!(esc(b"nul\0"), "nul\\x00");
         assert_eq!(esc(b"\x1b[31mred"), "\\x1b[31mred");
         assert_eq!(esc(b"del\x7f"), "del\\x7f");
@@ -118,7 +118,6 @@ mod tests {
                     b'\\' => out.push(b'\\'),
                     b't' => out.push(b'\t'),
                     b'r' => out.push(b'\r'),
-                    b'n' => out.push(b'\n'),
                     b'x' => {
                         let hex = std::str::from_utf8(&b[i + 2..i + 4]).unwrap();
                         out.push(u8::from_str_radix(hex, 16).unwrap());

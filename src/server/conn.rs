@@ -39,6 +39,8 @@ pub struct Conn {
     pub drain_left: Option<usize>,
     pub messages: u64,
     pub opened: Instant,
+    /// The last time a byte was read from or written to the peer (`--idle-timeout`).
+    pub last_active: Instant,
     /// Reading has ended (end of stream, `!Disconnect`, shutdown); the connection
     /// closes once its outbox is written.
     pub finishing: Option<CloseReason>,
@@ -55,6 +57,8 @@ pub enum CloseReason {
     Drained,
     /// It did not read what was relayed to it.
     SlowReceiver(usize),
+    /// Nothing was read from it or written to it for `--idle-timeout`.
+    Idle(std::time::Duration),
     /// A read or write failed (reset, timeout …).
     Error(io::Error),
 }
@@ -68,6 +72,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::SlowReceiver(pending) => {
                 write!(f, "cut off: not reading ({pending} bytes waiting)")
             }
+            CloseReason::Idle(timeout) => write!(f, "idle for {}s", timeout.as_secs_f64()),
             CloseReason::Error(err) => f.write_str(&crate::net::describe(err)),
         }
     }
@@ -88,6 +93,7 @@ impl Conn {
             drain_left: None,
             messages: 0,
             opened: Instant::now(),
+            last_active: Instant::now(),
             finishing: None,
         }
     }
@@ -100,6 +106,7 @@ impl Conn {
     /// Writes what the outbox holds until it is empty or the socket is full. Never
     /// blocks: a full socket waits for the next WRITABLE edge.
     pub fn write_outbox(&mut self) -> io::Result<()> {
+        let before = self.sent;
         while self.writable && self.sent < self.outbox.len() {
             match self
                 .stream
@@ -111,6 +118,10 @@ impl Conn {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => return Err(err),
             }
+        }
+        if self.sent != before {
+            // The peer is reading: not idle.
+            self.last_active = Instant::now();
         }
         if self.sent == self.outbox.len() {
             self.sent = 0;

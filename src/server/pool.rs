@@ -6,12 +6,13 @@ use std::io;
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::{Poll, Waker};
 
 use crate::frame::FrameConfig;
+use crate::net::filter::{ConnLimits, Filter};
 use crate::output::{Format, Notify, Sink};
 
 use super::batch::Batch;
@@ -32,6 +33,12 @@ pub struct PoolConfig {
     pub stats: Arc<Stats>,
     /// Batches the output queue holds before workers stop reading TCP.
     pub sink_capacity: usize,
+    /// Open-connection counts, released by the workers as connections close.
+    pub limits: Arc<ConnLimits>,
+    /// `--allow`/`--deny`, applied by the workers to UDP datagrams.
+    pub filter: Arc<Filter>,
+    /// `--idle-timeout`; `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// How to reach one worker: its inbox and the waker of its event loop.
@@ -80,6 +87,7 @@ impl ThreadPool {
                 }) as Notify
             })
             .collect();
+        crate::output::pipe::grow(&io::stdout());
         let (sink, sink_handles) =
             Sink::start(io::stdout(), config.sink_capacity, notifiers, |err| {
                 eprintln!(
@@ -117,6 +125,9 @@ impl ThreadPool {
                 mode: config.mode,
                 quiet: config.quiet,
                 done: done_tx.clone(),
+                limits: Arc::clone(&config.limits),
+                filter: Arc::clone(&config.filter),
+                idle_timeout: config.idle_timeout,
             })?;
             thread::Builder::new()
                 .name(format!("sockpool-worker-{index}"))

@@ -6,13 +6,17 @@
 //! Sockets are registered once, for both directions, edge-triggered: pausing a
 //! connection (output full, outbox full) is a flag, not a re-registration, and the
 //! kernel sends no further events for data we have not read.
+//!
+//! `--idle-timeout` is a heap of deadlines re-checked lazily (see `idle`); the poll
+//! sleeps until the nearest one. A connection's close releases its place in the
+//! acceptor's `--max-connections`/`--max-per-ip` counts.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpStream, UdpSocket};
@@ -22,10 +26,12 @@ use tracing::{debug, error, info, warn};
 
 use crate::frame::{self, DISCONNECT, Decoder, Frame, FrameConfig};
 use crate::message::{ConnId, Message, Peer, Proto};
+use crate::net::filter::{ConnLimits, Filter};
 use crate::output::text::escape;
 
 use super::batch::Batch;
 use super::conn::{CloseReason, Conn};
+use super::idle::IdleTimers;
 use super::mode::{Actions, Mode, Relay};
 use super::pool::Mailbox;
 use super::stats::{Counters, DropReason, Stats};
@@ -80,6 +86,12 @@ pub struct WorkerSetup {
     pub quiet: bool,
     /// Told once the worker has finished draining.
     pub done: Sender<usize>,
+    /// Released as connections close.
+    pub limits: Arc<ConnLimits>,
+    /// `--allow`/`--deny` for UDP datagrams.
+    pub filter: Arc<Filter>,
+    /// `--idle-timeout`; `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// The teaching project's `Worker`, now an event loop rather than one connection.
@@ -108,6 +120,8 @@ pub struct Worker {
     doomed: Vec<(usize, CloseReason)>,
     draining: bool,
     done: Sender<usize>,
+    limits: Arc<ConnLimits>,
+    idle: Option<IdleTimers>,
 }
 
 impl Worker {
@@ -119,7 +133,7 @@ impl Worker {
                 .poll
                 .registry()
                 .register(&mut socket, Token(UDP_BASE - i), Interest::READABLE)?;
-            udp.push(UdpReader::new(socket));
+            udp.push(UdpReader::new(socket, Arc::clone(&setup.filter)));
         }
         Ok(Worker {
             index: setup.index,
@@ -141,6 +155,8 @@ impl Worker {
             doomed: Vec::new(),
             draining: false,
             done: setup.done,
+            limits: setup.limits,
+            idle: setup.idle_timeout.map(IdleTimers::new),
         })
     }
 
@@ -154,7 +170,14 @@ impl Worker {
         loop {
             let more = (!self.ready.is_empty() && !self.batch.blocked())
                 || self.udp.iter().any(|u| u.readable);
-            let timeout = more.then_some(std::time::Duration::ZERO);
+            let timeout = if more {
+                Some(Duration::ZERO)
+            } else {
+                self.idle
+                    .as_ref()
+                    .and_then(IdleTimers::next_deadline)
+                    .map(|at| at.saturating_duration_since(Instant::now()))
+            };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -194,6 +217,7 @@ impl Worker {
             self.serve_udp();
             self.send_relayed();
             self.batch.flush();
+            self.close_idle();
             if self.draining && self.conns.is_empty() && !self.udp.iter().any(|u| u.readable) {
                 break;
             }
@@ -251,6 +275,7 @@ impl Worker {
     }
 
     fn adopt(&mut self, mut stream: TcpStream, peer: SocketAddr, id: ConnId) {
+        self.counters().adopted();
         let key = self.conns.vacant_entry().key();
         if let Err(err) = self.poll.registry().register(
             &mut stream,
@@ -259,6 +284,7 @@ impl Worker {
         ) {
             warn!(conn = id, peer = %peer, "cannot watch connection: {}", crate::net::describe(&err));
             self.counters().closed();
+            self.limits.release(peer.ip());
             return;
         }
         let peer = Peer::new(peer);
@@ -266,9 +292,17 @@ impl Worker {
         let mut conn = Conn::new(id, stream, peer.clone(), Decoder::new(&self.frame));
         // Data may have arrived before registration: look without waiting for an edge.
         conn.queued = true;
+        let opened = conn.opened;
         // Nothing was inserted or removed since `vacant_entry`, so this is `key`.
         let key = self.conns.insert(conn);
         self.ready.push_back(key);
+        if let Some(idle) = self.idle.as_mut() {
+            if idle.needs_compaction(self.conns.len()) {
+                idle.rebuild(self.conns.iter().map(|(k, c)| (k, c.id, c.last_active)));
+            } else {
+                idle.schedule(key, id, opened);
+            }
+        }
         if self.mode.announces() {
             self.announce(&peer, "joined", Some(key));
         }
@@ -318,12 +352,19 @@ impl Worker {
                 actions: self.actions,
                 frame: &self.frame,
                 relay: &mut self.relay,
+                now: Instant::now(),
             };
             let turn = handle_tcp(conn, &mut self.buf, &mut handler);
             let written = conn.write_outbox();
             match (turn, written) {
                 (_, Err(err)) => self.doomed.push((key, CloseReason::Error(err))),
                 (Turn::More, Ok(())) => {
+                    conn.queued = true;
+                    self.ready.push_back(key);
+                }
+                // A paused connection whose outbox the socket took whole gets no
+                // WRITABLE edge to resume it: it goes on next turn.
+                (Turn::Paused, Ok(())) if conn.pending() == 0 => {
                     conn.queued = true;
                     self.ready.push_back(key);
                 }
@@ -402,6 +443,32 @@ impl Worker {
         }
     }
 
+    /// `--idle-timeout`: closes the connections whose checks are due and that have
+    /// been silent for the whole timeout; the others get their next check.
+    fn close_idle(&mut self) {
+        let Some(idle) = self.idle.as_mut() else {
+            return;
+        };
+        if self.draining {
+            return;
+        }
+        let now = Instant::now();
+        while let Some((key, id)) = idle.pop_due(now) {
+            let Some(conn) = self.conns.get(key).filter(|c| c.id == id) else {
+                // That connection closed; its slot may have a new one with its own entry.
+                continue;
+            };
+            // Unread data waiting (reading is paused for output) is not silence.
+            let last = if conn.readable { now } else { conn.last_active };
+            if now.saturating_duration_since(last) >= idle.timeout {
+                self.doomed.push((key, CloseReason::Idle(idle.timeout)));
+            } else {
+                idle.schedule(key, id, last);
+            }
+        }
+        self.close_doomed();
+    }
+
     fn close_doomed(&mut self) {
         while let Some((key, reason)) = self.doomed.pop() {
             self.close(key, reason);
@@ -412,6 +479,8 @@ impl Worker {
         let Some(conn) = self.conns.try_remove(key) else {
             return;
         };
+        // Free its place first: a client told of the close may connect again at once.
+        self.limits.release(conn.peer.addr().ip());
         if let CloseReason::SlowReceiver(_) = reason {
             warn!(conn = conn.id, peer = %conn.peer, "connection closed: {reason}");
         } else {
@@ -449,6 +518,8 @@ struct Handler<'a> {
     actions: Actions,
     frame: &'a FrameConfig,
     relay: &'a mut Vec<u8>,
+    /// When this turn began: what a read stamps as the connection's last activity.
+    now: Instant,
 }
 
 /// The teaching project's `handle_tcp`: reads what the connection has (within the
@@ -482,6 +553,7 @@ fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn {
             Err(err) => return Turn::Close(CloseReason::Error(err)),
         };
         budget = budget.saturating_sub(n);
+        conn.last_active = h.now;
         if let Some(left) = conn.drain_left.as_mut() {
             *left -= n;
         }
@@ -500,9 +572,11 @@ fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn {
             id: *id,
             received_at,
         };
+        let before = *messages;
         let flow = decoder.decode(&buf[..n], |frame| {
             on_frame(frame, &source, messages, outbox, h)
         });
+        h.counters.messages(Proto::Tcp, *messages - before);
         if flow.is_break() {
             return Turn::Close(CloseReason::Disconnect);
         }
@@ -524,7 +598,9 @@ fn finish(conn: &mut Conn, h: &mut Handler<'_>, reason: CloseReason) -> Turn {
         id: *id,
         received_at: SystemTime::now(),
     };
+    let before = *messages;
     let flow = decoder.finish(|frame| on_frame(frame, &source, messages, outbox, h));
+    h.counters.messages(Proto::Tcp, *messages - before);
     if flow.is_break() {
         return Turn::Close(CloseReason::Disconnect);
     }
@@ -567,6 +643,7 @@ fn on_frame(
 }
 
 /// Applies the mode's actions to one message.
+#[inline(always)]
 fn deliver(
     bytes: &[u8],
     src: &Source<'_>,
@@ -574,8 +651,8 @@ fn deliver(
     outbox: &mut Vec<u8>,
     h: &mut Handler<'_>,
 ) {
+    // Counted into the connection; the worker's counter is updated once per read.
     *messages += 1;
-    h.counters.message(Proto::Tcp);
     if h.actions.print {
         h.batch.print(&Message {
             proto: Proto::Tcp,

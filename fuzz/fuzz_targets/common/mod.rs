@@ -1,0 +1,137 @@
+//! What every decoder target shares: reading a config and cut points from the
+//! input, and the invariants every framing keeps whatever the peer sends.
+
+#![allow(dead_code)] // each target uses only part of it
+use std::ops::ControlFlow;
+
+use sockpool::frame::{Decoder, Frame, FrameConfig, Framing, MAX_HEADER, Oversize, encode};
+
+/// An owned frame, to compare the frames of differently split streams.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owned {
+    Message(Vec<u8>),
+    Oversize(u64),
+    Truncated(Vec<u8>, u64),
+    Incomplete(u64),
+}
+
+/// A case: the config, where to cut, and the stream.
+pub struct Case<'a> {
+    pub config: FrameConfig,
+    pub cuts: Vec<usize>,
+    pub stream: &'a [u8],
+}
+
+/// Reads `[max_frame, flags, delimiter, n_cuts, cut…, stream…]`: small `max_frame`
+/// (0..=63) so oversize paths are hit constantly, drop or truncate from a flag bit,
+/// a delimiter that is `\n` half of the time.
+pub fn case(framing: Framing, data: &[u8]) -> Option<Case<'_>> {
+    let (&[max, flags, delimiter, n], rest) = data.split_first_chunk::<4>()?;
+    let n = usize::from(n % 8).min(rest.len());
+    let (cut_bytes, stream) = rest.split_at(n);
+    let cuts = cut_bytes
+        .iter()
+        .map(|&c| usize::from(c) * (stream.len() + 1) / 256)
+        .collect();
+    let config = FrameConfig {
+        framing,
+        delimiter: if flags & 2 == 0 { b'\n' } else { delimiter },
+        max_frame: usize::from(max % 64),
+        oversize: if flags & 1 == 0 {
+            Oversize::Drop
+        } else {
+            Oversize::Truncate
+        },
+    };
+    Some(Case {
+        config,
+        cuts,
+        stream,
+    })
+}
+
+/// `stream` cut at `points` (sorted here).
+pub fn split<'a>(stream: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {
+    let mut points: Vec<usize> = points.iter().map(|&p| p.min(stream.len())).collect();
+    points.sort_unstable();
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for p in points {
+        chunks.push(&stream[start..p]);
+        start = p;
+    }
+    chunks.push(&stream[start..]);
+    chunks
+}
+
+/// Decodes `chunks` then finishes, checking each frame's shape and the memory bound
+/// after every chunk.
+pub fn decode(config: &FrameConfig, chunks: &[&[u8]]) -> Vec<Owned> {
+    let max = config.max_frame;
+    let mut decoder = Decoder::new(config);
+    let mut out = Vec::new();
+    let mut push = |f: Frame<'_>| {
+        out.push(match f {
+            Frame::Message(m) => {
+                assert!(m.len() <= max, "message of {} > max_frame {max}", m.len());
+                Owned::Message(m.to_vec())
+            }
+            Frame::Oversize { len } => {
+                assert!(len > max as u64, "oversize {len} <= max_frame {max}");
+                Owned::Oversize(len)
+            }
+            Frame::Truncated { message, len } => {
+                assert_eq!(message.len(), max, "truncated to max_frame");
+                assert!(len > max as u64, "truncated {len} <= max_frame {max}");
+                Owned::Truncated(message.to_vec(), len)
+            }
+            Frame::Incomplete { len } => {
+                assert!(len > 0, "an incomplete frame has bytes");
+                Owned::Incomplete(len)
+            }
+        });
+        ControlFlow::Continue(())
+    };
+    for chunk in chunks {
+        let _ = decoder.decode(chunk, &mut push);
+        assert!(
+            decoder.buffered() <= max + MAX_HEADER,
+            "buffered {} > max_frame {max} + {MAX_HEADER}",
+            decoder.buffered()
+        );
+    }
+    let _ = decoder.finish(&mut push);
+    assert_eq!(decoder.buffered(), 0, "nothing held after finish");
+    out
+}
+
+/// The invariants of a stream framing: the frames do not depend on how the stream
+/// was split (whole, at the case's cuts, byte by byte), and memory stays bounded.
+pub fn check_stream(framing: Framing, data: &[u8]) -> Option<(FrameConfig, Vec<Owned>)> {
+    let case = case(framing, data)?;
+    let whole = decode(&case.config, &[case.stream]);
+    let cut = decode(&case.config, &split(case.stream, &case.cuts));
+    assert_eq!(whole, cut, "split at {:?}", case.cuts);
+    let bytes: Vec<&[u8]> = case.stream.chunks(1).collect();
+    assert_eq!(whole, decode(&case.config, &bytes), "byte by byte");
+    Some((case.config, whole))
+}
+
+/// For counted framings: the delivered messages, encoded again, decode to
+/// themselves.
+pub fn check_round_trip(config: &FrameConfig, frames: &[Owned]) {
+    let messages: Vec<Owned> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Owned::Message(m) | Owned::Truncated(m, _) => Some(Owned::Message(m.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut stream = Vec::new();
+    for m in &messages {
+        if let Owned::Message(m) = m {
+            encode(config, m, &mut stream);
+        }
+    }
+    assert_eq!(decode(config, &[&stream]), messages, "round trip");
+}
