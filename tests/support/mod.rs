@@ -364,6 +364,13 @@ impl Server {
         (stdout, stderr)
     }
 
+    /// SIGTERM, then waits (within [`WAIT`]) for the summary line and returns it.
+    /// Unlike [`Server::finish`] it neither waits for the exit nor checks its status.
+    pub fn sigterm_summary(&self) -> String {
+        self.signal(libc::SIGTERM);
+        self.wait_stderr("summary:", |l| l.starts_with("summary:"))
+    }
+
     /// The server's resident memory now and at its peak (VmRSS, VmHWM), in bytes.
     pub fn memory(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
@@ -745,6 +752,23 @@ pub fn summary(stderr: &[String]) -> &str {
         .iter()
         .find(|l| l.starts_with("summary:"))
         .unwrap_or_else(|| panic!("no summary line in stderr:\n{}", stderr.join("\n")))
+}
+
+/// The number after the first `word ` in a summary line: 5000 for `tcp` in
+/// `messages 5000 (tcp 5000, udp 0)`.
+pub fn summary_count(summary: &str, word: &str) -> u64 {
+    let at = summary
+        .find(&format!("{word} "))
+        .unwrap_or_else(|| panic!("no {word:?} in the summary: {summary}"))
+        + word.len()
+        + 1;
+    let digits: String = summary[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {word:?} in the summary: {summary}"))
 }
 
 /// Waits (poll(2)) until `fd` is ready for `events` or `until` passes; true if ready.
