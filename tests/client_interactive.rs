@@ -4,15 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 
 use expectrl::process::unix::WaitStatus;
 use expectrl::{Eof, Expect, Regex, Session};
 
 mod support;
 
-use support::{CLIENT, Client, Server, WAIT, clean_command};
+use support::{CLIENT, Client, Server, Tcp, WAIT, clean_command};
 
 type Pty = expectrl::session::OsSession;
 
@@ -41,45 +40,14 @@ fn exit_code(pty: &Pty) -> i32 {
     }
 }
 
-/// A plain TCP peer of the broker, reading lines with a deadline.
-struct Peer {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Peer {
-    fn connect(addr: SocketAddr) -> Peer {
-        let writer = TcpStream::connect(addr).unwrap();
-        writer.set_read_timeout(Some(WAIT)).unwrap();
-        Peer {
-            reader: BufReader::new(writer.try_clone().unwrap()),
-            writer,
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        self.writer
-            .write_all(format!("{line}\n").as_bytes())
-            .unwrap();
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .expect("a line within the deadline");
-        line.trim_end().to_string()
-    }
-}
-
 /// A broker, a peer and the interactive client, both known to be relayed to.
-fn broker_pair() -> (Server, Peer, Pty) {
+fn broker_pair() -> (Server, Tcp, Pty) {
     let server = Server::start(&["--mode", "broker"]);
-    let mut peer = Peer::connect(server.tcp_addr());
+    let mut peer = server.tcp();
     let mut pty = interactive(server.tcp_addr());
     // Both connections are with their workers (so relayed to) once logged.
     server.wait_stderr_count(2, |l| l.contains("connection opened"));
-    peer.send("sync");
+    peer.send(b"sync\n");
     pty.expect("sync")
         .expect("the peer's message on the terminal");
     (server, peer, pty)
@@ -109,7 +77,7 @@ fn a_reply_arriving_while_typing_does_not_mangle_the_line() {
     let (_server, mut peer, mut pty) = broker_pair();
     pty.send("half-typed").unwrap();
     pty.expect("half-typed").unwrap();
-    peer.send("from the peer");
+    peer.send(b"from the peer\n");
     // The reply is printed on its own line, then the prompt and the half-typed
     // line are drawn again below it.
     pty.expect(Regex("from the peer\r?\n(.|\r|\n)*> half-typed"))
