@@ -11,7 +11,12 @@ use serde_json::Value;
 
 mod support;
 
-use support::{Client, Server, summary_count};
+use support::{Client, Output, Server, summary_count};
+
+/// Runs `sockpool-client bench ARGS` to its end, with empty stdin.
+fn bench(args: &[&str]) -> Output {
+    Client::run(&[&["bench"], args].concat(), b"")
+}
 
 fn json_lines(stdout: &str) -> Vec<Value> {
     stdout
@@ -45,19 +50,15 @@ const FIELDS: [&str; 11] = [
 fn the_server_counts_exactly_the_messages_sent() {
     let server = Server::start(&["--mode", "discard"]);
     let addr = server.tcp_addr().to_string();
-    let out = Client::run(
-        &[
-            "bench",
-            "-s",
-            &addr,
-            "--messages",
-            "5000",
-            "--connections",
-            "10",
-            "--json",
-        ],
-        b"",
-    );
+    let out = bench(&[
+        "-s",
+        &addr,
+        "--messages",
+        "5000",
+        "--connections",
+        "10",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", out.stderr);
     let report = final_report(&out.stdout);
     assert_eq!(report["sent"], 5000);
@@ -73,22 +74,18 @@ fn the_server_counts_exactly_the_messages_sent() {
 fn a_rate_limited_run_keeps_its_rate_and_measures_latency() {
     let server = Server::start(&["--mode", "echo", "-q"]);
     let addr = server.tcp_addr().to_string();
-    let out = Client::run(
-        &[
-            "bench",
-            "-s",
-            &addr,
-            "--rate",
-            "2000",
-            "--duration",
-            "3",
-            "--connections",
-            "10",
-            "--echo",
-            "--json",
-        ],
-        b"",
-    );
+    let out = bench(&[
+        "-s",
+        &addr,
+        "--rate",
+        "2000",
+        "--duration",
+        "3",
+        "--connections",
+        "10",
+        "--echo",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", out.stderr);
     let r = final_report(&out.stdout);
     for field in FIELDS {
@@ -114,25 +111,21 @@ fn a_rate_limited_run_keeps_its_rate_and_measures_latency() {
 fn udp_echo_reports_delivery_and_intervals() {
     let server = Server::start(&["--mode", "echo", "-q"]);
     let addr = server.udp_addr().to_string();
-    let out = Client::run(
-        &[
-            "bench",
-            "-s",
-            &addr,
-            "-u",
-            "--rate",
-            "1000",
-            "--duration",
-            "2",
-            "--connections",
-            "4",
-            "--echo",
-            "--interval",
-            "1",
-            "--json",
-        ],
-        b"",
-    );
+    let out = bench(&[
+        "-s",
+        &addr,
+        "-u",
+        "--rate",
+        "1000",
+        "--duration",
+        "2",
+        "--connections",
+        "4",
+        "--echo",
+        "--interval",
+        "1",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", out.stderr);
     let lines = json_lines(&out.stdout);
     let intervals: Vec<&Value> = lines.iter().filter(|l| l["report"] == "interval").collect();
@@ -159,25 +152,21 @@ fn udp_against_a_blackhole_is_total_loss() {
     // A bound socket that nobody reads: datagrams vanish without an ICMP error.
     let blackhole = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = blackhole.local_addr().unwrap().to_string();
-    let out = Client::run(
-        &[
-            "bench",
-            "-s",
-            &addr,
-            "-u",
-            "--rate",
-            "1000",
-            "--messages",
-            "500",
-            "--connections",
-            "2",
-            "--echo",
-            "--timeout",
-            "1",
-            "--json",
-        ],
-        b"",
-    );
+    let out = bench(&[
+        "-s",
+        &addr,
+        "-u",
+        "--rate",
+        "1000",
+        "--messages",
+        "500",
+        "--connections",
+        "2",
+        "--echo",
+        "--timeout",
+        "1",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", out.stderr);
     let r = final_report(&out.stdout);
     assert_eq!(r["sent"], 500);
@@ -194,19 +183,15 @@ fn refused_connections_are_counted_and_the_run_ends_with_one_line() {
         .local_addr()
         .unwrap()
         .to_string(); // closed again at the end of this statement
-    let out = Client::run(
-        &[
-            "bench",
-            "-s",
-            &port,
-            "--messages",
-            "100",
-            "--connections",
-            "3",
-            "--json",
-        ],
-        b"",
-    );
+    let out = bench(&[
+        "-s",
+        &port,
+        "--messages",
+        "100",
+        "--connections",
+        "3",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let r = final_report(&out.stdout);
     assert_eq!(r["errors"]["refused"], 3);
@@ -221,18 +206,7 @@ fn refused_connections_are_counted_and_the_run_ends_with_one_line() {
 fn the_text_report_says_what_was_measured() {
     let server = Server::start(&["--mode", "discard"]);
     let addr = server.tcp_addr().to_string();
-    let out = Client::run(
-        &[
-            "bench",
-            "-s",
-            &addr,
-            "--messages",
-            "200",
-            "--connections",
-            "2",
-        ],
-        b"",
-    );
+    let out = bench(&["-s", &addr, "--messages", "200", "--connections", "2"]);
     assert!(out.status.success());
     let text = &out.stdout;
     assert!(text.contains("closed loop"), "{text}");
@@ -248,8 +222,8 @@ fn the_text_report_says_what_was_measured() {
 
 #[test]
 fn bad_usage_exits_2() {
-    let out = Client::run(&["bench", "--size", "8"], b"");
+    let out = bench(&["--size", "8"]);
     assert_eq!(out.status.code(), Some(2));
-    let out = Client::run(&["bench", "--duration", "1", "--messages", "1"], b"");
+    let out = bench(&["--duration", "1", "--messages", "1"]);
     assert_eq!(out.status.code(), Some(2));
 }
