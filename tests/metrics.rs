@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common_limits;
+mod support;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -12,8 +12,9 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common_limits::{
-    DEADLINE, Server, assert_closed, connect_from, require_tool, scrape, summary_number, udp_from,
+use support::{
+    Server, WAIT, assert_closed, connect_from, require_tool, scrape, summary_count,
+    summary_section, udp_from,
 };
 
 /// `name{labels}` → value, from an exposition page.
@@ -47,7 +48,7 @@ fn curl(addr: SocketAddr) -> Option<String> {
 
 /// Scrapes until `name` reaches `value` (the counters are updated by other threads).
 fn wait_for_sample(addr: SocketAddr, name: &str, value: u64) {
-    let deadline = Instant::now() + DEADLINE;
+    let deadline = support::deadline();
     loop {
         let page = scrape(addr, "/metrics");
         if samples(&page).get(name) == Some(&value) {
@@ -63,7 +64,7 @@ fn wait_for_sample(addr: SocketAddr, name: &str, value: u64) {
 
 #[test]
 fn metrics_count_what_was_sent_and_agree_with_the_summary() {
-    let server = Server::start(&[
+    let mut server = Server::start(&[
         "-w",
         "2",
         "--metrics",
@@ -75,29 +76,29 @@ fn metrics_count_what_was_sent_and_agree_with_the_summary() {
         "--max-connections",
         "50",
     ]);
-    let metrics = server.metrics.unwrap();
+    let metrics = server.metrics_addr();
 
     // TCP: three messages, one oversize, from a connection that then leaves.
-    let mut c1 = server.tcp();
+    let mut c1 = server.tcp().stream;
     let oversize = format!("{}\n", "x".repeat(20));
     c1.write_all(b"a\nbb\nccc\n").unwrap();
     c1.write_all(oversize.as_bytes()).unwrap();
     drop(c1);
-    server
-        .stderr
-        .wait_for("the first close", |l| l.contains("connection closed"));
+    server.wait_stderr("the first close", |l| l.contains("connection closed"));
     // One that stays.
-    let mut c2 = server.tcp();
+    let mut c2 = server.tcp().stream;
     c2.write_all(b"hold\n").unwrap();
     // One denied.
-    let mut denied = connect_from("127.0.0.2", server.addr);
+    let mut denied = connect_from("127.0.0.2", server.tcp_addr());
     assert_closed(&mut denied, Duration::from_secs(5));
     // UDP: two accepted, one denied.
     let udp = udp_from("127.0.0.1");
-    udp.send_to(b"u1", server.addr).unwrap();
-    udp.send_to(b"u22", server.addr).unwrap();
-    udp_from("127.0.0.2").send_to(b"no", server.addr).unwrap();
-    server.stdout.wait_count("six messages", 6, |_| true);
+    udp.send_to(b"u1", server.udp_addr()).unwrap();
+    udp.send_to(b"u22", server.udp_addr()).unwrap();
+    udp_from("127.0.0.2")
+        .send_to(b"no", server.udp_addr())
+        .unwrap();
+    server.lines(6);
     wait_for_sample(
         metrics,
         "sockpool_messages_dropped_total{reason=\"denied\"}",
@@ -163,20 +164,29 @@ fn metrics_count_what_was_sent_and_agree_with_the_summary() {
 
     // The summary reads the same counters under the same names.
     drop(c2);
-    let (status, summary) = server.stop();
+    let (status, summary) = server.stop(libc::SIGINT);
     assert!(status.success());
-    assert_eq!(summary_number(&summary, "dropped", "oversize"), 1);
-    assert_eq!(summary_number(&summary, "dropped", "denied"), 1);
-    assert_eq!(summary_number(&summary, "refused", "denied"), 1);
-    assert_eq!(summary_number(&summary, "", "tcp"), 4);
-    assert_eq!(summary_number(&summary, "", "udp"), 2);
-    assert_eq!(summary_number(&summary, "", "udp_kernel_drops"), 0);
+    assert_eq!(
+        summary_count(summary_section(&summary, "dropped"), "oversize"),
+        1
+    );
+    assert_eq!(
+        summary_count(summary_section(&summary, "dropped"), "denied"),
+        1
+    );
+    assert_eq!(
+        summary_count(summary_section(&summary, "refused"), "denied"),
+        1
+    );
+    assert_eq!(summary_count(&summary, "tcp"), 4);
+    assert_eq!(summary_count(&summary, "udp"), 2);
+    assert_eq!(summary_count(&summary, "udp_kernel_drops"), 0);
 }
 
 /// Sends `request` raw and returns the status line of the answer.
 fn status_of(addr: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect_timeout(&addr, DEADLINE).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
     // The responder may answer (and close) before the whole request is written.
     let _ = stream.write_all(request);
     let mut out = Vec::new();
@@ -188,7 +198,7 @@ fn status_of(addr: SocketAddr, request: &[u8]) -> String {
 #[test]
 fn malformed_and_slow_metrics_clients_get_answers_not_a_stuck_server() {
     let server = Server::start(&["-w", "1", "--metrics", "127.0.0.1:0"]);
-    let metrics = server.metrics.unwrap();
+    let metrics = server.metrics_addr();
 
     // A client that sends half a request and waits must not block anyone.
     let mut slow = TcpStream::connect(metrics).unwrap();
@@ -244,10 +254,8 @@ fn malformed_and_slow_metrics_clients_get_answers_not_a_stuck_server() {
     }
 
     // The slow client is still waiting, and the message server never noticed.
-    let mut c = server.tcp();
+    let mut c = server.tcp().stream;
     c.write_all(b"still serving\n").unwrap();
-    server
-        .stdout
-        .wait_for("a message", |l| l.ends_with("still serving"));
+    server.wait_stdout("a message", |l| l.ends_with("still serving"));
     drop(slow);
 }

@@ -12,7 +12,8 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -60,6 +61,9 @@ pub struct Options<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// Leave stdout to the test ([`Server::take_stdout`]) instead of a reader thread.
     pub raw_stdout: bool,
+    /// RLIMIT_NOFILE (soft and hard) for the server, set between fork and exec; `None`:
+    /// this process's limit.
+    pub nofile: Option<u64>,
 }
 
 /// A running `sockpool-server`.
@@ -70,6 +74,8 @@ pub struct Server {
     pub tcp_addr: Option<SocketAddr>,
     /// The UDP address, when UDP is served.
     pub udp_addr: Option<SocketAddr>,
+    /// The metrics endpoint, when started with `--metrics`.
+    pub metrics_addr: Option<SocketAddr>,
     stderr: Shared,
     stdout: Option<Receiver<Vec<u8>>>,
     raw_stdout: Option<ChildStdout>,
@@ -106,6 +112,22 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(limit) = opts.nofile {
+            // SAFETY: the hook runs in the child between fork and exec and calls only
+            // setrlimit (async-signal-safe) on an rlimit on its own stack.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rl = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd.spawn().expect("spawn sockpool-server");
         let pid = i32::try_from(child.id()).expect("pid fits in i32");
 
@@ -145,6 +167,7 @@ impl Server {
             pid,
             tcp_addr: None,
             udp_addr: None,
+            metrics_addr: None,
             stderr,
             stdout,
             raw_stdout,
@@ -152,15 +175,21 @@ impl Server {
         let serves = |flag: &str| !opts.args.contains(&flag);
         let want_tcp = serves("--udp-only");
         let want_udp = serves("--tcp-only");
+        let want_metrics = has(&["--metrics"]);
         let until = deadline();
-        let parse = |line: &str, proto: &str| -> Option<SocketAddr> {
-            line.strip_prefix(&format!("listening {proto} "))
+        let parse = |line: &str, what: &str| -> Option<SocketAddr> {
+            line.strip_prefix(&format!("listening {what} "))
                 .map(|addr| addr.parse().expect("listening line holds an address"))
         };
         let lines = server.wait_stderr_until(until, |lines| {
-            let tcp = lines.iter().any(|l| l.starts_with("listening tcp "));
-            let udp = lines.iter().any(|l| l.starts_with("listening udp "));
-            (tcp || !want_tcp) && (udp || !want_udp)
+            let seen = |what: &str| {
+                lines
+                    .iter()
+                    .any(|l| l.starts_with(&format!("listening {what} ")))
+            };
+            (seen("tcp") || !want_tcp)
+                && (seen("udp") || !want_udp)
+                && (seen("metrics") || !want_metrics)
         });
         for line in &lines {
             if let Some(addr) = parse(line, "tcp") {
@@ -168,6 +197,9 @@ impl Server {
             }
             if let Some(addr) = parse(line, "udp") {
                 server.udp_addr.get_or_insert(addr);
+            }
+            if let Some(addr) = parse(line, "metrics") {
+                server.metrics_addr.get_or_insert(addr);
             }
         }
         server
@@ -181,6 +213,10 @@ impl Server {
         self.udp_addr.expect("the server listens on UDP")
     }
 
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr.expect("the server serves --metrics")
+    }
+
     /// A TCP connection to the server, with read and write deadlines.
     pub fn tcp(&self) -> Tcp {
         Tcp::connect(self.tcp_addr())
@@ -189,14 +225,8 @@ impl Server {
     /// A UDP socket connected to the server, with a read deadline.
     pub fn udp(&self) -> UdpSocket {
         let addr = self.udp_addr();
-        let local: SocketAddr = if addr.is_ipv4() {
-            "127.0.0.1:0".parse().unwrap()
-        } else {
-            "[::1]:0".parse().unwrap()
-        };
-        let socket = UdpSocket::bind(local).expect("bind a UDP socket");
+        let socket = udp_from(if addr.is_ipv4() { "127.0.0.1" } else { "::1" });
         socket.connect(addr).expect("connect the UDP socket");
-        socket.set_read_timeout(Some(WAIT)).unwrap();
         socket
     }
 
@@ -288,6 +318,22 @@ impl Server {
         lines.into_iter().filter(|l| pred(l)).collect()
     }
 
+    /// Reads stdout lines (within [`WAIT`]) until one matches `pred` and returns it; the
+    /// lines before it are consumed.
+    pub fn wait_stdout(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let until = deadline();
+        loop {
+            match self.try_line(until) {
+                Some(line) if pred(&line) => return line,
+                Some(_) => {}
+                None => panic!(
+                    "no stdout line {what}; stderr:\n{}",
+                    self.stderr_lines().join("\n")
+                ),
+            }
+        }
+    }
+
     /// Waits until `done(lines)` holds, then returns a copy of the lines.
     fn wait_stderr_until(&self, until: Instant, done: impl Fn(&[String]) -> bool) -> Vec<String> {
         let (lock, cvar) = &*self.stderr;
@@ -364,6 +410,16 @@ impl Server {
         (stdout, stderr)
     }
 
+    /// Sends `sig` (SIGINT or SIGTERM), waits (within [`WAIT`]) for the exit and returns
+    /// its status and the summary line. Unlike [`Server::finish`] it does not check the
+    /// status.
+    pub fn stop(&mut self, sig: i32) -> (ExitStatus, String) {
+        self.signal(sig);
+        let status = self.wait_exit(deadline());
+        let stderr = self.all_stderr();
+        (status, summary(&stderr).to_string())
+    }
+
     /// SIGTERM, then waits (within [`WAIT`]) for the summary line and returns it.
     /// Unlike [`Server::finish`] it neither waits for the exit nor checks its status.
     pub fn sigterm_summary(&self) -> String {
@@ -388,6 +444,18 @@ impl Server {
             kb * 1024
         };
         (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// The server's CPU time so far (user + system), in clock ticks (1/100 s), from
+    /// /proc/PID/stat.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .expect("read /proc/PID/stat");
+        // Fields after the command name (which may hold spaces) start at ") ".
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }
 }
 
@@ -449,6 +517,60 @@ pub fn wait_child(child: &mut Child, until: Instant) -> Option<ExitStatus> {
         // we can wait on with a deadline from std alone.
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A plain TCP connection to `addr` from the local address `source` (any 127.x
+/// stands in for another host on loopback), with read and write deadlines. For a
+/// test that reads raw bytes or expects refusals; [`Tcp`] is the line-oriented client.
+pub fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let source: IpAddr = source.parse().expect("an IP address");
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .expect("bind the client's source address");
+    socket
+        .connect_timeout(&addr.into(), WAIT)
+        .expect("connect to the server");
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    stream
+}
+
+/// A UDP socket bound to `source` (an IP address, any port), with a read deadline.
+pub fn udp_from(source: &str) -> UdpSocket {
+    let socket = UdpSocket::bind((source, 0)).expect("bind a UDP socket");
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    socket
+}
+
+/// Expects the server to close `stream` (EOF or reset) before sending anything, within
+/// `within`. Unlike [`Tcp::expect_eof`] a reset counts: a refused client may get one.
+pub fn assert_closed(stream: &mut TcpStream, within: Duration) {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("expected a close, got {n} bytes"),
+        Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {}
+        Err(err) => panic!("expected a close within {within:?}, got {err}"),
+    }
+}
+
+/// A plain HTTP/1.1 GET of `path` from `addr` (the `--metrics` endpoint) without
+/// curl: the whole response, head and body.
+pub fn scrape(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect to metrics");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
 }
 
 /// A TCP client connection with read and write deadlines.
@@ -752,6 +874,15 @@ pub fn summary(stderr: &[String]) -> &str {
         .iter()
         .find(|l| l.starts_with("summary:"))
         .unwrap_or_else(|| panic!("no summary line in stderr:\n{}", stderr.join("\n")))
+}
+
+/// The summary line from its first `section` on (`dropped`, `refused`), for
+/// [`summary_count`] to read a reason there: `denied` is both a drop and a refusal.
+pub fn summary_section<'a>(summary: &'a str, section: &str) -> &'a str {
+    let at = summary
+        .find(section)
+        .unwrap_or_else(|| panic!("no {section:?} in the summary: {summary}"));
+    &summary[at..]
 }
 
 /// The number after the first `word ` in a summary line: 5000 for `tcp` in
