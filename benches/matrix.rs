@@ -542,7 +542,13 @@ fn main() {
                    t: f64,
                    extra: String,
                    higher_is_better: bool| {
-        let ratio = if higher_is_better { s / t } else { t / s };
+        let ratio = if s == t {
+            1.0
+        } else if higher_is_better {
+            s / t
+        } else {
+            t / s
+        };
         let line = format!("| {id} | {what} | {s:.0} | {t:.0} | {extra} | {ratio:.2}× | {notes} |");
         eprintln!("{line}");
         rows.push(line);

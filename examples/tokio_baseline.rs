@@ -207,8 +207,11 @@ async fn serve_udp(socket: Arc<UdpSocket>, tx: mpsc::Sender<Vec<u8>>, mode: Mode
         }
         if !batch.is_empty() {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            // UDP must not wait for output: a full channel drops the batch.
-            let _ = tx.try_send(full);
+            // Waiting for the writer leaves datagrams in the socket buffer meanwhile
+            // (the kernel drops them when it is full), the usual tokio way.
+            if tx.send(full).await.is_err() {
+                return;
+            }
         }
     }
 }
