@@ -23,6 +23,8 @@ fn framed(framing: &str, msg: &[u8]) -> Vec<u8> {
             out.extend_from_slice(format!("{} ", msg.len()).as_bytes());
             out.extend_from_slice(msg);
         }
+        // Raw: the bytes as they are; each read the server makes is one message.
+        "raw" => out.extend_from_slice(msg),
         other => panic!("no framing {other}"),
     }
     out
@@ -36,7 +38,7 @@ fn echo_returns_exactly_what_was_sent_in_each_framing() {
         b"\x00\xff binary \r",
         b"with space and digits 12 ",
     ];
-    for framing in ["line", "length", "octet"] {
+    for framing in ["line", "length", "octet", "raw"] {
         let server = Server::start(&["--mode", "echo", "-q", "--framing", framing]);
         let mut c = server.tcp();
         let mut sent = Vec::new();
