@@ -19,9 +19,17 @@
 //!                    server::batch (formats on the worker) ─► output::Sink (bounded) ─► writer thread ─► stdout
 //! ```
 //!
-//! `message`, `frame`, `output` and `net` import nothing from `server`, `client` or
-//! `cli`; `frame` and `output` are pure (bytes and values in, bytes and values out).
+//! The client side: `cli` ──► `client::run` (one session: `client::session`, and
+//! `client::interactive` on a terminal) or `bench::run` (`bench::load` threads, one
+//! `mio::Poll` each, paced by `bench::pace`, reported by `bench::report`).
+//!
+//! `message`, `frame`, `output` and `net` import nothing from `server`, `client`,
+//! `bench` or `cli`; `frame` and `output` are pure (bytes and values in, bytes and values out).
 
+// Peer input must never reach a panic: unwrap/expect only in tests (clippy.toml).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod error;

@@ -1,6 +1,9 @@
 //! `sockpool-server`: parse flags, run the server, map the result to an exit code
 //! (0 normal end, 1 runtime failure with one line, 2 bad usage from clap).
 
+// Peer input must never reach a panic: unwrap/expect only in tests (clippy.toml).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -1,21 +1,33 @@
-//! `sockpool-client` flags → [`client::Config`](crate::client::Config).
+//! `sockpool-client` flags → [`client::Config`](crate::client::Config), and
+//! `sockpool-client bench` flags → [`bench::Config`](crate::bench::Config).
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 use super::{parse_delimiter, parse_secs};
+use crate::bench::{self, Stop, payload};
 use crate::client::{Config, Source};
 use crate::frame::{FrameConfig, Framing};
 
 /// Sends messages to a sockpool server (or any TCP/UDP line server) and prints its
-/// replies. Each MESSAGE is one message; with none, each line of standard input is.
+/// replies. Each MESSAGE is one message; with none, each line of standard input is
+/// (an interactive session with a prompt when standard input is a terminal).
+/// `sockpool-client bench` is the load generator; to send the word "bench" as a
+/// message, write `sockpool-client -- bench`.
 #[derive(Debug, Parser)]
-#[command(name = "sockpool-client", version)]
+#[command(
+    name = "sockpool-client",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 pub struct ClientArgs {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// The server's address (a host name is resolved).
     #[arg(
         short,
@@ -62,6 +74,125 @@ pub struct ClientArgs {
     pub messages: Vec<OsString>,
 }
 
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Drive load: many connections, a message rate or a closed loop, latency
+    /// percentiles with --echo, UDP loss, a report (or --json).
+    Bench(BenchArgs),
+}
+
+/// `sockpool-client bench` flags.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The server's address (a host name is resolved).
+    #[arg(
+        short,
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080",
+        env = "SOCKPOOL_SERVER"
+    )]
+    pub server: String,
+
+    /// Connections (UDP: sockets) to open, spread over --threads event loops.
+    #[arg(short, long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub connections: u32,
+
+    /// Run this long after the warmup [default: 10].
+    #[arg(short, long, value_name = "SECS", value_parser = parse_secs,
+          conflicts_with = "messages")]
+    pub duration: Option<Duration>,
+
+    /// Send this many messages in all (after the warmup), shared out over the connections.
+    #[arg(short, long, value_name = "M")]
+    pub messages: Option<u64>,
+
+    /// Bytes per message, without framing; at least 24 (connection id and sequence number).
+    #[arg(long, value_name = "BYTES", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(payload::HEADER as i64..=64 * 1024 * 1024))]
+    pub size: u32,
+
+    /// Messages per second over all connections; 0 = as fast as possible (a closed loop).
+    #[arg(short, long, value_name = "MSGS_PER_SEC", default_value_t = 0)]
+    pub rate: u64,
+
+    /// Send UDP datagrams instead of TCP streams.
+    #[arg(short, long, env = "SOCKPOOL_UDP")]
+    pub udp: bool,
+
+    /// Measure round-trip latency against a server in echo mode (and, for UDP, loss).
+    #[arg(long)]
+    pub echo: bool,
+
+    /// Send for this long first and leave it out of the results.
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    pub warmup: Duration,
+
+    /// Print a line of counts and latencies every SECS.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub interval: Option<Duration>,
+
+    /// Print every report (intervals and the final one) as one JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Load threads, each an event loop over its share of the connections
+    /// [default: the number of cores, at most 2].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub threads: Option<u32>,
+
+    /// Give up connecting after this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs,
+          env = "SOCKPOOL_CONNECT_TIMEOUT")]
+    pub connect_timeout: Duration,
+
+    /// Wait this long for a reply, and at the end for the server to close.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub timeout: Duration,
+
+    /// How messages are framed on TCP; must match the server's.
+    #[arg(long, value_enum, default_value_t = Framing::Line, env = "SOCKPOOL_FRAMING")]
+    pub framing: Framing,
+
+    /// The byte that ends a message with line framing.
+    #[arg(long, value_name = "BYTE", default_value = "\\n", value_parser = parse_delimiter,
+          env = "SOCKPOOL_DELIMITER")]
+    pub delimiter: u8,
+}
+
+impl BenchArgs {
+    pub fn into_config(self) -> bench::Config {
+        let stop = match (self.messages, self.duration) {
+            (Some(m), _) => Stop::Messages(m),
+            (None, Some(d)) => Stop::Duration(d),
+            (None, None) => Stop::Duration(Duration::from_secs(10)),
+        };
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        bench::Config {
+            server: self.server,
+            udp: self.udp,
+            connections: self.connections as usize,
+            stop,
+            size: self.size as usize,
+            rate: self.rate,
+            echo: self.echo,
+            warmup: self.warmup,
+            interval: self.interval.filter(|d| !d.is_zero()),
+            json: self.json,
+            threads: self.threads.map_or(cores.min(2), |t| t as usize),
+            connect_timeout: self.connect_timeout,
+            timeout: self.timeout,
+            frame: FrameConfig {
+                framing: self.framing,
+                delimiter: self.delimiter,
+                ..FrameConfig::default()
+            },
+        }
+    }
+}
+
 impl ClientArgs {
     pub fn into_config(self) -> Config {
         let source = if let Some(path) = self.file {
@@ -99,5 +230,53 @@ mod tests {
     #[test]
     fn flags_are_consistent() {
         ClientArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn bench_is_a_subcommand_and_messages_still_work() {
+        let args = ClientArgs::try_parse_from(["sockpool-client", "hello", "world"]).unwrap();
+        assert!(args.command.is_none());
+        assert_eq!(args.messages, ["hello", "world"]);
+        let args = ClientArgs::try_parse_from(["sockpool-client", "--", "bench"]).unwrap();
+        assert_eq!(args.messages, ["bench"]);
+        let args = ClientArgs::try_parse_from([
+            "sockpool-client",
+            "bench",
+            "-s",
+            "127.0.0.1:9",
+            "--messages",
+            "5000",
+            "--connections",
+            "10",
+            "--rate",
+            "2000",
+            "--echo",
+            "--json",
+        ])
+        .unwrap();
+        let Some(Command::Bench(b)) = args.command else {
+            panic!("not bench");
+        };
+        let c = b.into_config();
+        assert_eq!(c.stop, Stop::Messages(5000));
+        assert_eq!(
+            (c.connections, c.rate, c.echo, c.json),
+            (10, 2000, true, true)
+        );
+        // After a client flag, "bench" is a message.
+        let args = ClientArgs::try_parse_from(["sockpool-client", "-u", "bench"]).unwrap();
+        assert!(args.command.is_none() && args.messages == ["bench"]);
+        assert!(
+            ClientArgs::try_parse_from([
+                "sockpool-client",
+                "bench",
+                "--duration",
+                "1",
+                "--messages",
+                "5"
+            ])
+            .is_err()
+        );
+        assert!(ClientArgs::try_parse_from(["sockpool-client", "bench", "--size", "8"]).is_err());
     }
 }

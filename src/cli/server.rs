@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 
+use ipnet::IpNet;
+
 use super::{parse_delimiter, parse_listen, parse_secs};
 use crate::frame::{FrameConfig, Framing, Oversize};
+use crate::net::filter::{Filter, parse_cidr};
 use crate::output::Format;
 use crate::server::Config;
 use crate::server::mode::Mode;
@@ -71,6 +74,53 @@ pub struct ServerArgs {
           value_parser = clap::value_parser!(i32).range(1..), env = "SOCKPOOL_BACKLOG")]
     pub backlog: i32,
 
+    /// Concurrent TCP connections; one past it is accepted and closed at once
+    /// [default: the open-files limit (raised to its hard maximum) less a reserve].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          env = "SOCKPOOL_MAX_CONNECTIONS")]
+    pub max_connections: Option<u64>,
+
+    /// Concurrent TCP connections from one address; one past it is accepted and
+    /// closed at once [default: unlimited].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          env = "SOCKPOOL_MAX_PER_IP")]
+    pub max_per_ip: Option<u64>,
+
+    /// Close TCP connections that nothing was read from or written to for this
+    /// long, in seconds; 0 = never.
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_secs,
+          env = "SOCKPOOL_IDLE_TIMEOUT")]
+    pub idle_timeout: Duration,
+
+    /// Admit only these addresses (CIDR or address; repeatable). With any --allow,
+    /// everyone else is turned away. Applies to TCP connections and UDP datagrams.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, value_delimiter = ',',
+          env = "SOCKPOOL_ALLOW")]
+    pub allow: Vec<IpNet>,
+
+    /// Turn away these addresses (CIDR or address; repeatable); --deny wins over
+    /// --allow. A denied TCP connection is closed before any read, a denied
+    /// datagram dropped and counted.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, value_delimiter = ',',
+          env = "SOCKPOOL_DENY")]
+    pub deny: Vec<IpNet>,
+
+    /// Serve Prometheus metrics on HTTP `GET /metrics` at this address (port 0
+    /// picks a free port).
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen, env = "SOCKPOOL_METRICS")]
+    pub metrics: Option<SocketAddr>,
+
+    /// SO_RCVBUF for the UDP sockets and the TCP listeners (accepted connections
+    /// inherit it), in bytes [default: the OS's].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64),
+          env = "SOCKPOOL_RECV_BUFFER")]
+    pub recv_buffer: Option<u64>,
+
+    /// TCP keepalive on accepted connections: probe after this many seconds of
+    /// silence [default: off].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, env = "SOCKPOOL_KEEPALIVE")]
+    pub keepalive: Option<Duration>,
+
     /// Fewer diagnostics: -q warnings only, -qq errors only.
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
     pub quiet: u8,
@@ -96,10 +146,23 @@ impl ServerArgs {
                 oversize: self.oversize,
             },
             format: self.format,
+            quiet: self.quiet > 0,
             drain_timeout: self.drain_timeout,
             backlog: self.backlog,
+            max_connections: self.max_connections.map(saturating_usize),
+            max_per_ip: self.max_per_ip.map(saturating_usize),
+            idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
+            filter: Filter::new(self.allow, self.deny),
+            metrics: self.metrics,
+            recv_buffer: self.recv_buffer.map(saturating_usize),
+            // Keepalive works in whole seconds; less than one means one.
+            keepalive: self.keepalive.map(|d| d.max(Duration::from_secs(1))),
         }
     }
+}
+
+fn saturating_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
@@ -124,5 +187,50 @@ mod tests {
         assert_eq!(config.format, Format::Text);
         assert_eq!(config.drain_timeout, Duration::from_secs(5));
         assert_eq!(config.backlog, 1024);
+        assert_eq!(config.max_connections, None);
+        assert_eq!(config.max_per_ip, None);
+        assert_eq!(config.idle_timeout, Some(Duration::from_secs(300)));
+        assert!(config.filter.is_open());
+        assert_eq!(config.metrics, None);
+        assert_eq!(config.recv_buffer, None);
+        assert_eq!(config.keepalive, None);
+    }
+
+    #[test]
+    fn limit_flags() {
+        let config = ServerArgs::try_parse_from([
+            "sockpool-server",
+            "--max-connections",
+            "10",
+            "--max-per-ip",
+            "2",
+            "--idle-timeout",
+            "0",
+            "--allow",
+            "127.0.0.0/8",
+            "--deny",
+            "127.0.0.2,127.0.0.3",
+            "--metrics",
+            "127.0.0.1:0",
+            "--keepalive",
+            "30",
+        ])
+        .unwrap()
+        .into_config();
+        assert_eq!(config.max_connections, Some(10));
+        assert_eq!(config.max_per_ip, Some(2));
+        assert_eq!(config.idle_timeout, None);
+        assert!(config.filter.permits("127.0.0.1".parse().unwrap()));
+        assert!(!config.filter.permits("127.0.0.3".parse().unwrap()));
+        assert!(!config.filter.permits("10.0.0.1".parse().unwrap()));
+        assert_eq!(config.keepalive, Some(Duration::from_secs(30)));
+        for bad in [
+            ["--allow", "10.0.0.0/40"],
+            ["--max-connections", "0"],
+            ["--metrics", "nowhere"],
+        ] {
+            let err = ServerArgs::try_parse_from(["sockpool-server", bad[0], bad[1]]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
     }
 }

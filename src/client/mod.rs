@@ -1,10 +1,11 @@
 //! The client: sends messages from arguments, a file or standard input, prints the
 //! server's replies as they arrive, and ends the session cleanly with `!Disconnect`.
 
+pub mod interactive;
 pub mod session;
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -44,10 +45,21 @@ pub enum ClientError {
     Broken { server: String, source: io::Error },
     #[error("cannot read {what}: {}", crate::net::describe(.source))]
     Input { what: String, source: io::Error },
+    /// Ctrl-C in an interactive session: the binary exits 130 without a message.
+    #[error("interrupted")]
+    Interrupted,
 }
 
-/// Sends every message, then ends the session.
+/// Sends every message, then ends the session. With no message and a terminal on
+/// standard input and output, the session is interactive.
 pub fn run(config: Config) -> Result<(), ClientError> {
+    if matches!(config.source, Source::Stdin)
+        && io::stdin().is_terminal()
+        && io::stdout().is_terminal()
+        && let Some(()) = interactive::run(&config)?
+    {
+        return Ok(());
+    }
     let mut session = Session::open(&config)?;
     let broken = |source| ClientError::Broken {
         server: config.server.clone(),

@@ -7,6 +7,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,38 @@ use super::{ClientError, Config};
 /// How long to wait, after `!Disconnect`, for the server to close its side.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
+/// Takes escaped reply lines.
+pub type PrintFn = Box<dyn FnMut(&[u8]) + Send>;
+
+/// Where replies go: `print` gets escaped lines (each ending in `\n`) as they
+/// arrive; `ended` is called once when the server's side of a TCP connection ends,
+/// with the error if it broke, and whether this client had asked for the end
+/// (`!Disconnect` sent).
+pub struct Replies {
+    pub print: PrintFn,
+    pub ended: Box<dyn FnOnce(Option<io::Error>, bool) + Send>,
+}
+
+impl std::fmt::Debug for Replies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Replies")
+    }
+}
+
+impl Replies {
+    /// Replies to standard output; the end of the stream is not reported (a broken
+    /// connection shows when the next message cannot be sent).
+    pub fn stdout() -> Self {
+        Replies {
+            print: Box::new(|lines| {
+                let mut stdout = io::stdout().lock();
+                let _ = stdout.write_all(lines).and_then(|()| stdout.flush());
+            }),
+            ended: Box::new(|_, _| {}),
+        }
+    }
+}
+
 /// A connected session.
 #[derive(Debug)]
 pub enum Session {
@@ -29,6 +62,8 @@ pub enum Session {
         frame: FrameConfig,
         framed: Vec<u8>,
         reader_done: Receiver<()>,
+        /// Set once `!Disconnect` is on its way, so the server's close is expected.
+        closing: Arc<AtomicBool>,
     },
     Udp {
         socket: Arc<UdpSocket>,
@@ -37,14 +72,21 @@ pub enum Session {
 }
 
 impl Session {
-    /// Connects (TCP within the connect timeout) and starts printing replies.
+    /// Connects (TCP within the connect timeout) and starts printing replies to
+    /// standard output.
     pub fn open(config: &Config) -> Result<Session, ClientError> {
+        Self::open_with(config, Replies::stdout())
+    }
+
+    /// Connects and starts handing replies to `replies`.
+    pub fn open_with(config: &Config, replies: Replies) -> Result<Session, ClientError> {
         if config.udp {
             let socket = Arc::new(net::connect_datagram(&config.server)?);
             let reader = Arc::clone(&socket);
+            let print = replies.print;
             thread::Builder::new()
                 .name("replies".into())
-                .spawn(move || print_datagrams(&reader))
+                .spawn(move || print_datagrams(&reader, print))
                 .map_err(|source| ClientError::Broken {
                     server: config.server.clone(),
                     source,
@@ -62,10 +104,14 @@ impl Session {
         let reader = stream.try_clone().map_err(broken)?;
         let (done_tx, reader_done) = crossbeam_channel::bounded(1);
         let frame = config.frame;
+        let closing = Arc::new(AtomicBool::new(false));
+        let expected = Arc::clone(&closing);
         thread::Builder::new()
             .name("replies".into())
             .spawn(move || {
-                print_stream(reader, &frame);
+                let Replies { print, ended } = replies;
+                let outcome = print_stream(reader, &frame, print);
+                ended(outcome, expected.load(Ordering::SeqCst));
                 let _ = done_tx.send(());
             })
             .map_err(broken)?;
@@ -74,6 +120,7 @@ impl Session {
             frame,
             framed: Vec::new(),
             reader_done,
+            closing,
         })
     }
 
@@ -109,6 +156,9 @@ impl Session {
         if !wait.is_zero() {
             thread::sleep(wait);
         }
+        if let Session::Tcp { closing, .. } = &self {
+            closing.store(true, Ordering::SeqCst);
+        }
         self.send_message(DISCONNECT)?;
         match self {
             Session::Tcp {
@@ -134,18 +184,26 @@ fn print_line(out: &mut Vec<u8>, message: &[u8]) {
     out.push(b'\n');
 }
 
-/// Prints each reply message of a TCP stream until the server closes it.
-fn print_stream(mut stream: TcpStream, frame: &FrameConfig) {
+/// Prints each reply message of a TCP stream until the server closes it; returns
+/// the error that broke it, if one did.
+fn print_stream(
+    mut stream: TcpStream,
+    frame: &FrameConfig,
+    mut print: PrintFn,
+) -> Option<io::Error> {
     let mut decoder = Decoder::new(frame);
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
-    let stdout = io::stdout();
+    let mut broken = None;
     loop {
         let n = match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            Err(err) => {
+                broken = Some(err);
+                break;
+            }
         };
         out.clear();
         let _ = decoder.decode(buf.get(..n).unwrap_or_default(), |f| {
@@ -154,8 +212,9 @@ fn print_stream(mut stream: TcpStream, frame: &FrameConfig) {
             }
             ControlFlow::Continue(())
         });
-        let mut lock = stdout.lock();
-        let _ = lock.write_all(&out).and_then(|()| lock.flush());
+        if !out.is_empty() {
+            print(&out);
+        }
     }
     out.clear();
     let _ = decoder.finish(|f| {
@@ -164,11 +223,14 @@ fn print_stream(mut stream: TcpStream, frame: &FrameConfig) {
         }
         ControlFlow::Continue(())
     });
-    let _ = io::stdout().write_all(&out);
+    if !out.is_empty() {
+        print(&out);
+    }
+    broken
 }
 
 /// Prints each reply datagram as one line, for as long as the process lives.
-fn print_datagrams(socket: &UdpSocket) {
+fn print_datagrams(socket: &UdpSocket, mut print: PrintFn) {
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::new();
     loop {
@@ -176,8 +238,7 @@ fn print_datagrams(socket: &UdpSocket) {
             Ok(n) => {
                 out.clear();
                 print_line(&mut out, buf.get(..n).unwrap_or_default());
-                let mut stdout = io::stdout().lock();
-                let _ = stdout.write_all(&out).and_then(|()| stdout.flush());
+                print(&out);
             }
             // ICMP "port unreachable" from an earlier datagram: nothing to print.
             Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {

@@ -69,10 +69,12 @@ impl LineDecoder {
 
     /// The longest run a line may hold before its terminator: `max_frame`, plus the
     /// `\r` that is stripped with a `\n` delimiter.
+    #[inline]
     fn limit(&self) -> usize {
         self.max_frame + usize::from(self.delimiter == b'\n')
     }
 
+    #[inline]
     fn strip<'a>(&self, line: &'a [u8]) -> &'a [u8] {
         if self.delimiter == b'\n' {
             line.strip_suffix(b"\r").unwrap_or(line)
@@ -81,11 +83,23 @@ impl LineDecoder {
         }
     }
 
+    #[inline]
     pub fn decode<F>(&mut self, input: &[u8], mut on_frame: F) -> ControlFlow<()>
     where
         F: FnMut(Frame<'_>) -> ControlFlow<()>,
     {
         let mut rest = input;
+        if self.seen == 0 {
+            // Fast path, no line in progress: every complete line is handed out
+            // straight from the input, found by one memchr iterator over the whole
+            // read rather than a fresh search per line.
+            let mut start = 0;
+            for end in memchr::memchr_iter(self.delimiter, input) {
+                self.emit(input.get(start..end).unwrap_or_default(), &mut on_frame)?;
+                start = end + 1;
+            }
+            rest = input.get(start..).unwrap_or_default();
+        }
         while !rest.is_empty() {
             let step = self.step(rest, &mut on_frame)?;
             rest = rest.get(step.consumed..).unwrap_or_default();
@@ -98,6 +112,7 @@ impl LineDecoder {
 
     /// Consumes the front of `input` up to and including the first delimiter, or all
     /// of it when there is none, and emits the line if it ended.
+    #[inline]
     pub(super) fn step<F>(&mut self, input: &[u8], on_frame: &mut F) -> ControlFlow<(), Step>
     where
         F: FnMut(Frame<'_>) -> ControlFlow<()>,
@@ -153,6 +168,7 @@ impl LineDecoder {
 
     /// A whole line, at most `limit` bytes or straight from the input. Oversize
     /// lengths count every byte before the delimiter, as received.
+    #[inline]
     fn emit<F>(&self, line: &[u8], on_frame: &mut F) -> ControlFlow<()>
     where
         F: FnMut(Frame<'_>) -> ControlFlow<()>,

@@ -128,6 +128,7 @@ impl Decoder {
     /// complete, in order. When `on_frame` breaks, decoding stops there and the rest
     /// of `input` is discarded (the connection is closing). With raw framing, `input`
     /// is one message, so the caller hands over one socket read per call.
+    #[inline]
     pub fn decode<F>(&mut self, input: &[u8], on_frame: F) -> ControlFlow<()>
     where
         F: FnMut(Frame<'_>) -> ControlFlow<()>,

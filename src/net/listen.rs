@@ -18,6 +18,9 @@ pub struct ListenConfig {
     pub backlog: i32,
     /// UDP sockets per address (one per worker).
     pub udp_sockets: usize,
+    /// `--recv-buffer`: SO_RCVBUF for the UDP sockets and the TCP listeners (accepted
+    /// connections inherit it); `None` leaves the OS default.
+    pub recv_buffer: Option<usize>,
 }
 
 /// The bound sockets, non-blocking and close-on-exec.
@@ -39,9 +42,11 @@ pub fn bind_all(
         let mut udp_addr = *addr;
         if config.tcp {
             let listener =
-                tcp_listener(addr, config.backlog).map_err(|source| NetError::Listen {
-                    addr: addr.to_string(),
-                    source,
+                tcp_listener(addr, config.backlog, config.recv_buffer).map_err(|source| {
+                    NetError::Listen {
+                        addr: addr.to_string(),
+                        source,
+                    }
                 })?;
             let local = listener.local_addr().map_err(|source| NetError::Listen {
                 addr: addr.to_string(),
@@ -55,10 +60,10 @@ pub fn bind_all(
             out.tcp.push(listener);
         }
         if config.udp {
-            let sockets = udp_sockets(&udp_addr, config.udp_sockets)
+            let sockets = udp_sockets(&udp_addr, config.udp_sockets, config.recv_buffer)
                 .or_else(|err| {
                     if udp_addr != *addr {
-                        udp_sockets(addr, config.udp_sockets)
+                        udp_sockets(addr, config.udp_sockets, config.recv_buffer)
                     } else {
                         Err(err)
                     }
@@ -80,8 +85,16 @@ pub fn bind_all(
     Ok(out)
 }
 
-fn tcp_listener(addr: &SocketAddr, backlog: i32) -> std::io::Result<TcpListener> {
+fn tcp_listener(
+    addr: &SocketAddr,
+    backlog: i32,
+    recv_buffer: Option<usize>,
+) -> std::io::Result<TcpListener> {
     let socket = stream_socket(addr)?;
+    if let Some(bytes) = recv_buffer {
+        // Set before listen(), so the window scale offered to clients allows it.
+        super::set_recv_buffer(&socket, bytes)?;
+    }
     // Restarting the server must not wait for old connections in TIME_WAIT.
     socket.set_reuse_address(true)?;
     bind(&socket, addr)?;
@@ -90,12 +103,29 @@ fn tcp_listener(addr: &SocketAddr, backlog: i32) -> std::io::Result<TcpListener>
     Ok(socket.into())
 }
 
-fn udp_sockets(addr: &SocketAddr, count: usize) -> std::io::Result<Vec<UdpSocket>> {
+fn udp_sockets(
+    addr: &SocketAddr,
+    count: usize,
+    recv_buffer: Option<usize>,
+) -> std::io::Result<Vec<UdpSocket>> {
     let mut sockets: Vec<UdpSocket> = Vec::with_capacity(count);
-    let mut target = *addr;
+    // SO_REUSEPORT would let us join a group that another process of this user
+    // already holds on the port, and share its datagrams without a word. A plain
+    // bind first fails with "address already in use" if anyone holds the port.
+    let mut target = {
+        let probe = datagram_socket(addr)?;
+        bind(&probe, addr)?;
+        probe.local_addr()?.as_socket().unwrap_or(*addr)
+    };
     for _ in 0..count.max(1) {
         let socket = datagram_socket(&target)?;
         socket.set_reuse_port(true)?;
+        if let Some(bytes) = recv_buffer {
+            super::set_recv_buffer(&socket, bytes)?;
+        }
+        // Datagrams the kernel drops for want of room are counted and reported; a
+        // kernel without SO_RXQ_OVFL only loses that report.
+        let _ = super::enable_drop_count(&socket);
         bind(&socket, &target)?;
         socket.set_nonblocking(true)?;
         let socket: UdpSocket = socket.into();

@@ -9,11 +9,12 @@
 
 pub mod clock;
 pub mod json;
+pub mod pipe;
 pub mod text;
 
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Instant;
 
@@ -54,6 +55,17 @@ struct Waiter {
     notify: Notify,
 }
 
+/// The queue's bound is in bytes, not batches: a quiet worker hands over a small
+/// batch every turn, and counting those like full ones would call the queue full
+/// while it holds almost nothing (and drop UDP datagrams for it).
+struct Budget {
+    queued: AtomicUsize,
+    limit: usize,
+}
+
+/// Most batches the channel holds, whatever their size; the byte budget binds first.
+const MAX_BATCHES: usize = 4096;
+
 /// The writer thread and the queue in front of it.
 pub struct Sink {
     done: Receiver<()>,
@@ -70,6 +82,7 @@ pub struct SinkHandle {
     queue: Sender<Vec<u8>>,
     spare: Receiver<Vec<u8>>,
     waiter: Arc<Waiter>,
+    budget: Arc<Budget>,
 }
 
 impl std::fmt::Debug for SinkHandle {
@@ -79,10 +92,10 @@ impl std::fmt::Debug for SinkHandle {
 }
 
 impl Sink {
-    /// Starts the writer over `out`, with room for `capacity` batches, and one handle
-    /// per notifier. The writer ends once every handle is dropped. If writing fails
-    /// (the reader of stdout went away) `on_error` is called and the writer stops;
-    /// later batches are discarded.
+    /// Starts the writer over `out`, with room for `capacity` bytes of queued output,
+    /// and one handle per notifier. The writer ends once every handle is dropped. If
+    /// writing fails (the reader of stdout went away) `on_error` is called and the
+    /// writer stops; later batches are discarded.
     pub fn start<W, E>(
         out: W,
         capacity: usize,
@@ -93,9 +106,12 @@ impl Sink {
         W: Write + Send + 'static,
         E: FnOnce(io::Error) + Send + 'static,
     {
-        let (queue, batches) = crossbeam_channel::bounded::<Vec<u8>>(capacity.max(1));
-        let (recycle, spare) =
-            crossbeam_channel::bounded::<Vec<u8>>(capacity.max(1) + notifiers.len());
+        let (queue, batches) = crossbeam_channel::bounded::<Vec<u8>>(MAX_BATCHES);
+        let (recycle, spare) = crossbeam_channel::bounded::<Vec<u8>>(64 + notifiers.len());
+        let budget = Arc::new(Budget {
+            queued: AtomicUsize::new(0),
+            limit: capacity.max(1),
+        });
         let waiters: Vec<Arc<Waiter>> = notifiers
             .into_iter()
             .map(|notify| {
@@ -111,6 +127,7 @@ impl Sink {
                 queue: queue.clone(),
                 spare: spare.clone(),
                 waiter: Arc::clone(waiter),
+                budget: Arc::clone(&budget),
             })
             .collect();
         drop(queue);
@@ -118,7 +135,7 @@ impl Sink {
         thread::Builder::new()
             .name("sockpool-sink".into())
             .spawn(move || {
-                if let Err(err) = write_batches(out, &batches, &recycle, &waiters) {
+                if let Err(err) = write_batches(out, &batches, &recycle, &waiters, &budget) {
                     on_error(err);
                 }
                 let _ = finished.send(());
@@ -138,15 +155,18 @@ fn write_batches<W: Write>(
     batches: &Receiver<Vec<u8>>,
     recycle: &Sender<Vec<u8>>,
     waiters: &[Arc<Waiter>],
+    budget: &Budget,
 ) -> io::Result<()> {
     while let Ok(mut batch) = batches.recv() {
-        // There is room in the queue again: let every waiting worker retry.
+        out.write_all(&batch)?;
+        budget.queued.fetch_sub(batch.len(), Ordering::SeqCst);
+        // There is room in the queue again: let every waiting worker retry. (After
+        // the room was made, so a worker that saw the queue full cannot miss it.)
         for waiter in waiters {
             if waiter.waiting.swap(false, Ordering::SeqCst) {
                 (waiter.notify)();
             }
         }
-        out.write_all(&batch)?;
         batch.clear();
         if batch.capacity() <= 4 * BATCH_BYTES {
             let _ = recycle.try_send(batch);
@@ -170,29 +190,52 @@ impl SinkHandle {
     /// is then called once there is room. A writer that has stopped (its output
     /// failed) takes nothing more: the batch is discarded, as the process is ending.
     pub fn try_send(&self, batch: Vec<u8>) -> Result<(), Vec<u8>> {
-        let batch = match self.queue.try_send(batch) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => return Ok(()),
-            Err(TrySendError::Full(batch)) => batch,
+        let batch = match self.enqueue(batch) {
+            Ok(()) => return Ok(()),
+            Err(batch) => batch,
         };
         // Announce the wait before the second try, so a writer that makes room in
         // between cannot miss us.
         self.waiter.waiting.store(true, Ordering::SeqCst);
-        match self.queue.try_send(batch) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {
+        match self.enqueue(batch) {
+            Ok(()) => {
                 self.waiter.waiting.store(false, Ordering::SeqCst);
                 Ok(())
             }
-            Err(TrySendError::Full(batch)) => Err(batch),
+            Err(batch) => Err(batch),
+        }
+    }
+
+    /// Queues `batch` if the byte budget has room for it. An empty queue always
+    /// takes a batch, however large, so no batch can be refused for ever.
+    fn enqueue(&self, batch: Vec<u8>) -> Result<(), Vec<u8>> {
+        let len = batch.len();
+        let queued = self.budget.queued.load(Ordering::SeqCst);
+        if queued > 0 && queued + len > self.budget.limit {
+            return Err(batch);
+        }
+        self.budget.queued.fetch_add(len, Ordering::SeqCst);
+        match self.queue.try_send(batch) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => Ok(()),
+            Err(TrySendError::Full(batch)) => {
+                self.budget.queued.fetch_sub(len, Ordering::SeqCst);
+                Err(batch)
+            }
         }
     }
 
     /// Queues `batch`, waiting for room until `deadline` (used only while draining).
     /// Returns false if the deadline passed first.
     pub fn send_until(&self, batch: Vec<u8>, deadline: Instant) -> bool {
+        let len = batch.len();
+        self.budget.queued.fetch_add(len, Ordering::SeqCst);
         match self.queue.send_deadline(batch, deadline) {
             Ok(()) => true,
             Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => true,
-            Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => false,
+            Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
+                self.budget.queued.fetch_sub(len, Ordering::SeqCst);
+                false
+            }
         }
     }
 }

@@ -1,12 +1,20 @@
 //! The accept loop: waits for readiness on the TCP listeners, accepts until
-//! `WouldBlock`, and hands each connection to the next worker (round robin).
+//! `WouldBlock`, applies `--allow`/`--deny`, `--max-connections` and `--max-per-ip`,
+//! and hands each admitted connection to the next worker (round robin). A refused
+//! connection is accepted and closed at once, before any read, counted by reason,
+//! and warned about at most once a second per reason.
 //!
 //! Accept errors never end the loop. When descriptors run out (EMFILE/ENFILE) the
-//! pending connections cannot be taken, and with edge-triggered readiness no new
-//! event would come for them: the loop retries after a short pause instead of
-//! spinning (memcached's `accept_new_conns(false)`).
+//! acceptor frees its spare descriptor, accepts one pending client with it and closes
+//! that at once (libev's and nginx's trick), then takes the spare back; so clients
+//! past the limit get a prompt close instead of hanging in the backlog, and the
+//! listener's readiness is consumed, so nothing spins. When even the spare cannot be
+//! had back, it pauses accepting briefly (memcached's `accept_new_conns(false)`)
+//! rather than retrying in a loop; either way, accepting resumes as soon as
+//! descriptors free up.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +24,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, warn};
 
 use crate::message::ConnId;
+use crate::net::fdlimit::SpareFd;
+use crate::net::filter::{ConnLimits, Filter, Refusal};
 
 use super::pool::ThreadPool;
 use super::stats::Counters;
@@ -26,21 +36,62 @@ pub const STOP: Token = Token(usize::MAX - 1);
 /// How long to wait before accepting again when out of descriptors.
 const EMFILE_PAUSE: Duration = Duration::from_millis(100);
 
+/// Warnings of one kind are written at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(1);
+
+/// Who is admitted and how connections are set up.
+#[derive(Debug)]
+pub struct AcceptPolicy {
+    pub filter: Filter,
+    pub limits: Arc<ConnLimits>,
+    /// `--keepalive`: TCP keepalive on accepted connections.
+    pub keepalive: Option<Duration>,
+}
+
+/// A warning written at most once per [`WARN_EVERY`], with how many were held back.
+#[derive(Debug, Default)]
+struct RateLimited {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    /// Whether to write the warning now; if so, also how many were held back since.
+    fn check(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_none_or(|at| now.duration_since(at) >= WARN_EVERY)
+        {
+            self.last = Some(now);
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
 /// The listeners and their poll.
 #[derive(Debug)]
 pub struct Acceptor {
     poll: Poll,
     listeners: Vec<TcpListener>,
+    policy: AcceptPolicy,
     next_id: ConnId,
     next_worker: usize,
-    /// Out of descriptors: accept again at this time.
+    /// Out of descriptors and no spare: accept again at this time.
     retry_at: Option<Instant>,
-    last_warning: Option<Instant>,
+    spare: SpareFd,
+    out_of_fds: RateLimited,
+    refusals: [RateLimited; Refusal::ALL.len()],
 }
 
 impl Acceptor {
     /// Registers the listeners; the waker stops [`Acceptor::run`].
-    pub fn new(listeners: Vec<std::net::TcpListener>) -> io::Result<(Acceptor, Arc<Waker>)> {
+    pub fn new(
+        listeners: Vec<std::net::TcpListener>,
+        policy: AcceptPolicy,
+    ) -> io::Result<(Acceptor, Arc<Waker>)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
         let mut registered = Vec::with_capacity(listeners.len());
@@ -54,10 +105,13 @@ impl Acceptor {
             Acceptor {
                 poll,
                 listeners: registered,
+                policy,
                 next_id: 1,
                 next_worker: 0,
                 retry_at: None,
-                last_warning: None,
+                spare: SpareFd::new(),
+                out_of_fds: RateLimited::default(),
+                refusals: Default::default(),
             },
             waker,
         ))
@@ -105,12 +159,23 @@ impl Acceptor {
 
     /// The teaching project's `accept`, until the listener has no more.
     fn accept_all(&mut self, i: usize, pool: &ThreadPool, counters: &Counters, woken: &mut [bool]) {
-        let Some(listener) = self.listeners.get(i) else {
-            return;
-        };
         loop {
+            let Some(listener) = self.listeners.get(i) else {
+                return;
+            };
             match crate::net::accept(listener) {
                 Ok((stream, peer)) => {
+                    if let Err(reason) = self.admit(peer) {
+                        // Dropping the stream closes it unread.
+                        drop(stream);
+                        self.refuse(reason, peer, counters);
+                        continue;
+                    }
+                    if let Some(idle) = self.policy.keepalive
+                        && let Err(err) = crate::net::set_keepalive(&stream, idle)
+                    {
+                        debug!(peer = %peer, "cannot set keepalive: {}", crate::net::describe(&err));
+                    }
                     counters.accepted();
                     let id = self.next_id;
                     self.next_id += 1;
@@ -126,23 +191,108 @@ impl Acceptor {
                     debug!("accept: {}", crate::net::describe(&err));
                 }
                 Err(err) => {
-                    // Out of descriptors or memory: pause, then try again.
                     let now = Instant::now();
-                    if self
-                        .last_warning
-                        .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
-                    {
+                    if let Some(suppressed) = self.out_of_fds.check(now) {
                         warn!(
-                            "cannot accept connections: {}; retrying",
-                            crate::net::describe(&err)
+                            "cannot accept connections: {}; closing new ones until descriptors free up{}",
+                            crate::net::describe(&err),
+                            held_back(suppressed)
                         );
-                        self.last_warning = Some(now);
                     }
-                    self.retry_at = Some(now + EMFILE_PAUSE);
-                    return;
+                    match self.refuse_with_spare(i, counters) {
+                        Spare::Refused => {}
+                        Spare::Empty => return,
+                        Spare::Unavailable => {
+                            // No descriptor even for the spare: wait rather than spin.
+                            self.retry_at = Some(now + EMFILE_PAUSE);
+                            return;
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// Out of descriptors: frees the spare, accepts one pending client with it and
+    /// closes it at once, then takes the spare back.
+    fn refuse_with_spare(&mut self, i: usize, counters: &Counters) -> Spare {
+        if !self.spare.held() && !self.spare.reclaim() {
+            return Spare::Unavailable;
+        }
+        self.spare.release();
+        let accepted = self.listeners.get(i).map(crate::net::accept);
+        let outcome = match accepted {
+            Some(Ok((stream, peer))) => {
+                drop(stream);
+                self.refuse(Refusal::NoDescriptors, peer, counters);
+                Spare::Refused
+            }
+            // Linux reports EMFILE before looking at the queue: it may be empty.
+            Some(Err(err)) if err.kind() == io::ErrorKind::WouldBlock => Spare::Empty,
+            Some(Err(err)) if is_transient(&err) => Spare::Refused,
+            Some(Err(err)) => {
+                debug!("accept with the spare: {}", crate::net::describe(&err));
+                Spare::Unavailable
+            }
+            None => Spare::Empty,
+        };
+        if self.spare.reclaim() {
+            outcome
+        } else {
+            Spare::Unavailable
+        }
+    }
+
+    /// Checks the access lists and the limits; on success the connection is counted
+    /// as open until its worker releases it.
+    fn admit(&self, peer: SocketAddr) -> Result<(), Refusal> {
+        if !self.policy.filter.permits(peer.ip()) {
+            return Err(Refusal::Denied);
+        }
+        self.policy.limits.admit(peer.ip())
+    }
+
+    fn refuse(&mut self, reason: Refusal, peer: SocketAddr, counters: &Counters) {
+        counters.refused(reason);
+        let Some(limit) = self.refusals.get_mut(reason as usize) else {
+            return;
+        };
+        if let Some(suppressed) = limit.check(Instant::now()) {
+            let peer = crate::message::Peer::new(peer);
+            let why = match reason {
+                Refusal::MaxConnections => format!(
+                    "--max-connections {} reached",
+                    self.policy.limits.max_connections
+                ),
+                Refusal::MaxPerIp => format!(
+                    "--max-per-ip {} reached for {}",
+                    self.policy.limits.max_per_ip.unwrap_or(0),
+                    peer.addr().ip()
+                ),
+                Refusal::Denied => "denied by --allow/--deny".to_string(),
+                Refusal::NoDescriptors => "out of file descriptors".to_string(),
+            };
+            warn!(peer = %peer, reason = reason.as_str(), "connection from {peer} refused: {why}{}", held_back(suppressed));
+        }
+    }
+}
+
+/// What accepting with the spare descriptor came to.
+enum Spare {
+    /// One pending client was accepted and closed; there may be more.
+    Refused,
+    /// Nobody was waiting.
+    Empty,
+    /// No descriptor could be had, not even the spare.
+    Unavailable,
+}
+
+/// ` (N more since the last warning)` when warnings were held back.
+fn held_back(suppressed: u64) -> String {
+    if suppressed == 0 {
+        String::new()
+    } else {
+        format!(" ({suppressed} more since the last warning)")
     }
 }
 

@@ -4,6 +4,8 @@
 pub mod acceptor;
 pub mod batch;
 pub mod conn;
+pub mod idle;
+pub mod metrics;
 pub mod mode;
 pub mod pool;
 pub mod shutdown;
@@ -20,10 +22,12 @@ use tracing::{info, warn};
 
 use crate::frame::FrameConfig;
 use crate::net::NetError;
+use crate::net::fdlimit;
+use crate::net::filter::{ConnLimits, Filter};
 use crate::net::listen::{ListenConfig, bind_all};
 use crate::output::Format;
 
-use self::acceptor::Acceptor;
+use self::acceptor::{AcceptPolicy, Acceptor};
 use self::mode::Mode;
 use self::pool::{PoolConfig, ThreadPool};
 use self::stats::Stats;
@@ -38,8 +42,24 @@ pub struct Config {
     pub mode: Mode,
     pub frame: FrameConfig,
     pub format: Format,
+    /// `-q`: echo does not print what it returns.
+    pub quiet: bool,
     pub drain_timeout: Duration,
     pub backlog: i32,
+    /// Concurrent TCP connections; `None`: derived from the open-files limit.
+    pub max_connections: Option<usize>,
+    /// Concurrent TCP connections from one address; `None`: unlimited.
+    pub max_per_ip: Option<usize>,
+    /// Close TCP connections silent this long; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// `--allow`/`--deny`.
+    pub filter: Filter,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<SocketAddr>,
+    /// SO_RCVBUF for UDP sockets and TCP listeners; `None`: the OS default.
+    pub recv_buffer: Option<usize>,
+    /// TCP keepalive idle time on accepted connections; `None`: off.
+    pub keepalive: Option<Duration>,
 }
 
 impl Default for Config {
@@ -52,14 +72,22 @@ impl Default for Config {
             mode: Mode::Print,
             frame: FrameConfig::default(),
             format: Format::Text,
+            quiet: false,
             drain_timeout: Duration::from_secs(5),
             backlog: 1024,
+            max_connections: None,
+            max_per_ip: None,
+            idle_timeout: Some(Duration::from_secs(300)),
+            filter: Filter::default(),
+            metrics: None,
+            recv_buffer: None,
+            keepalive: None,
         }
     }
 }
 
-/// Output batches queued before workers stop reading TCP (about 4 MiB).
-const SINK_CAPACITY: usize = 64;
+/// Bytes of formatted output queued for the writer before workers stop reading TCP.
+const SINK_CAPACITY: usize = 4 * 1024 * 1024;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +109,9 @@ fn io_err(action: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
 /// `drain_timeout` and writes the summary to stderr.
 pub fn start(config: Config) -> Result<(), ServerError> {
     let workers = config.workers.max(1);
+    let signals = shutdown::catch().map_err(io_err("watch for signals"))?;
+    // Every connection costs a descriptor: take all the system lets us have.
+    let nofile = fdlimit::raise_nofile().map_err(io_err("read the open-files limit"))?;
     let listeners = bind_all(
         &ListenConfig {
             addrs: config.listen.clone(),
@@ -88,28 +119,65 @@ pub fn start(config: Config) -> Result<(), ServerError> {
             udp: config.udp,
             backlog: config.backlog,
             udp_sockets: workers,
+            recv_buffer: config.recv_buffer,
         },
         |line| eprintln!("{line}"),
     )?;
+    // What is open now, plus each worker's poll and waker still to come.
+    let in_use = fdlimit::open_descriptors().unwrap_or(16) + 2 * workers as u64;
+    let fd_max = fdlimit::default_max_connections(nofile, in_use);
+    let max_connections = match config.max_connections {
+        None => {
+            info!(
+                "max connections {fd_max} (open-files limit {nofile} less {} in use and {} reserved)",
+                in_use,
+                fdlimit::RESERVE
+            );
+            fd_max
+        }
+        Some(max) => {
+            if config.tcp && max > fd_max {
+                warn!(
+                    "--max-connections {max} is more than the open-files limit {nofile} allows ({fd_max}); clients past that are closed for want of descriptors"
+                );
+            }
+            max
+        }
+    };
+    let limits = Arc::new(ConnLimits::new(max_connections, config.max_per_ip));
+    let filter = Arc::new(config.filter.clone());
     let stats = Arc::new(Stats::new(workers));
+    if let Some(addr) = config.metrics {
+        let local = metrics::serve(addr, Arc::clone(&stats), Arc::clone(&limits))?;
+        eprintln!("listening metrics {local}");
+    }
     let (pool, sink) = ThreadPool::new(PoolConfig {
         workers,
         udp: listeners.udp,
         frame: config.frame,
         mode: config.mode,
         format: config.format,
+        quiet: config.quiet,
         stats: Arc::clone(&stats),
         sink_capacity: SINK_CAPACITY,
+        limits: Arc::clone(&limits),
+        filter: Arc::clone(&filter),
+        idle_timeout: config.idle_timeout,
     })
     .map_err(io_err("start the worker threads"))?;
+    let policy = AcceptPolicy {
+        filter: config.filter.clone(),
+        limits: Arc::clone(&limits),
+        keepalive: config.keepalive,
+    };
     let (mut acceptor, stop_waker) =
-        Acceptor::new(listeners.tcp).map_err(io_err("watch the listeners"))?;
+        Acceptor::new(listeners.tcp, policy).map_err(io_err("watch the listeners"))?;
     let stop = Arc::new(AtomicBool::new(false));
     let signal_stop = Arc::clone(&stop);
     // The acceptor keeps its own reference: closing a waker's eventfd right after
     // waking it would take the wake-up out of the poll set before it is seen.
     let signal_waker = Arc::clone(&stop_waker);
-    shutdown::on_signal(move || {
+    shutdown::on_signal(signals, move || {
         signal_stop.store(true, Ordering::SeqCst);
         let _ = signal_waker.wake();
     })

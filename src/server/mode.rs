@@ -1,18 +1,93 @@
 //! What happens to each message. The worker asks the mode and applies the answer;
-//! the mode never sees a socket.
+//! the mode never sees a socket, so each mode's behaviour is a table to test.
 
 /// The server's `--mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Write every message to stdout.
     Print,
+    /// Send every message back to its sender (and print it, unless -q).
+    Echo,
+    /// Count only.
+    Discard,
+    /// Relay every TCP message, as framed, to every other TCP client (and print it).
+    Broker,
+    /// Broker for people: relayed messages carry `<sender>`, joins and leaves are
+    /// announced, control bytes are escaped.
+    Chat,
+}
+
+/// How a message is relayed to the other TCP clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relay {
+    None,
+    /// Exactly as it was framed.
+    Framed,
+    /// `<peer> message`, escaped, as a line in the connection's framing.
+    Chat,
+}
+
+/// What to do with one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Actions {
+    /// Write it to the output.
+    pub print: bool,
+    /// Send it back to its sender.
+    pub reply: bool,
+    pub relay: Relay,
 }
 
 impl Mode {
-    /// Whether messages go to the output.
-    pub fn prints(self) -> bool {
-        match self {
-            Mode::Print => true,
+    /// The actions for every message in this mode; `quiet` (-q) stops echo from
+    /// printing what it returns.
+    pub fn actions(self, quiet: bool) -> Actions {
+        let (print, reply, relay) = match self {
+            Mode::Print => (true, false, Relay::None),
+            Mode::Echo => (!quiet, true, Relay::None),
+            Mode::Discard => (false, false, Relay::None),
+            Mode::Broker => (true, false, Relay::Framed),
+            Mode::Chat => (true, false, Relay::Chat),
+        };
+        Actions {
+            print,
+            reply,
+            relay,
         }
+    }
+
+    /// UDP messages are printed and echoed like TCP ones; relaying is for TCP clients
+    /// only, so a datagram in broker or chat mode is printed.
+    pub fn udp_actions(self, quiet: bool) -> Actions {
+        Actions {
+            relay: Relay::None,
+            ..self.actions(quiet)
+        }
+    }
+
+    /// Chat announces joins and leaves.
+    pub fn announces(self) -> bool {
+        self == Mode::Chat
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_mode_does_what_the_spec_says() {
+        let a = |print, reply, relay| Actions {
+            print,
+            reply,
+            relay,
+        };
+        assert_eq!(Mode::Print.actions(false), a(true, false, Relay::None));
+        assert_eq!(Mode::Echo.actions(false), a(true, true, Relay::None));
+        assert_eq!(Mode::Echo.actions(true), a(false, true, Relay::None));
+        assert_eq!(Mode::Discard.actions(false), a(false, false, Relay::None));
+        assert_eq!(Mode::Broker.actions(false), a(true, false, Relay::Framed));
+        assert_eq!(Mode::Chat.actions(false), a(true, false, Relay::Chat));
+        assert_eq!(Mode::Broker.udp_actions(false), a(true, false, Relay::None));
+        assert_eq!(Mode::Echo.udp_actions(false), a(true, true, Relay::None));
     }
 }

@@ -6,12 +6,13 @@ use std::io;
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::{Poll, Waker};
 
 use crate::frame::FrameConfig;
+use crate::net::filter::{ConnLimits, Filter};
 use crate::output::{Format, Notify, Sink};
 
 use super::batch::Batch;
@@ -28,21 +29,41 @@ pub struct PoolConfig {
     pub frame: FrameConfig,
     pub mode: Mode,
     pub format: Format,
+    pub quiet: bool,
     pub stats: Arc<Stats>,
-    /// Batches the output queue holds before workers stop reading TCP.
+    /// Bytes the output queue holds before workers stop reading TCP.
     pub sink_capacity: usize,
+    /// Open-connection counts, released by the workers as connections close.
+    pub limits: Arc<ConnLimits>,
+    /// `--allow`/`--deny`, applied by the workers to UDP datagrams.
+    pub filter: Arc<Filter>,
+    /// `--idle-timeout`; `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
+/// How to reach one worker: its inbox and the waker of its event loop.
 #[derive(Debug)]
-struct WorkerHandle {
+pub struct Mailbox {
     inbox: Sender<Job>,
     waker: Arc<Waker>,
+}
+
+impl Mailbox {
+    /// Queues `job` without waking the worker (see [`Mailbox::wake`]), so a burst
+    /// of jobs costs one wake-up.
+    pub fn post(&self, job: Job) {
+        let _ = self.inbox.send(job);
+    }
+
+    pub fn wake(&self) {
+        let _ = self.waker.wake();
+    }
 }
 
 /// The running workers.
 #[derive(Debug)]
 pub struct ThreadPool {
-    workers: Vec<WorkerHandle>,
+    workers: Arc<[Mailbox]>,
     done: Receiver<usize>,
 }
 
@@ -66,6 +87,7 @@ impl ThreadPool {
                 }) as Notify
             })
             .collect();
+        crate::output::pipe::grow(&io::stdout());
         let (sink, sink_handles) =
             Sink::start(io::stdout(), config.sink_capacity, notifiers, |err| {
                 eprintln!(
@@ -75,36 +97,49 @@ impl ThreadPool {
                 std::process::exit(1);
             })?;
         let (done_tx, done) = crossbeam_channel::unbounded();
-        let mut workers = Vec::with_capacity(size);
-        for (index, ((poll, waker), sink_handle)) in
-            polls.into_iter().zip(wakers).zip(sink_handles).enumerate()
+        let mut inboxes = Vec::with_capacity(size);
+        let mut mailboxes = Vec::with_capacity(size);
+        for waker in wakers {
+            let (inbox, rx) = crossbeam_channel::unbounded();
+            inboxes.push(rx);
+            mailboxes.push(Mailbox { inbox, waker });
+        }
+        let mailboxes: Arc<[Mailbox]> = mailboxes.into();
+        for (index, ((poll, inbox), sink_handle)) in
+            polls.into_iter().zip(inboxes).zip(sink_handles).enumerate()
         {
             let udp = config
                 .udp
                 .iter_mut()
                 .filter_map(|sockets| (!sockets.is_empty()).then(|| sockets.remove(0)))
                 .collect();
-            let (inbox_tx, inbox) = crossbeam_channel::unbounded();
             let worker = Worker::new(WorkerSetup {
                 index,
                 poll,
                 inbox,
+                mailboxes: Arc::clone(&mailboxes),
                 udp,
                 batch: Batch::new(sink_handle, config.format),
                 stats: Arc::clone(&config.stats),
                 frame: config.frame,
                 mode: config.mode,
+                quiet: config.quiet,
                 done: done_tx.clone(),
+                limits: Arc::clone(&config.limits),
+                filter: Arc::clone(&config.filter),
+                idle_timeout: config.idle_timeout,
             })?;
             thread::Builder::new()
                 .name(format!("sockpool-worker-{index}"))
                 .spawn(move || worker.run())?;
-            workers.push(WorkerHandle {
-                inbox: inbox_tx,
-                waker,
-            });
         }
-        Ok((ThreadPool { workers, done }, sink))
+        Ok((
+            ThreadPool {
+                workers: mailboxes,
+                done,
+            },
+            sink,
+        ))
     }
 
     pub fn size(&self) -> usize {
@@ -115,13 +150,13 @@ impl ThreadPool {
     /// so a burst of accepts costs one wake-up per worker.
     pub fn push(&self, index: usize, job: Job) {
         if let Some(worker) = self.workers.get(index) {
-            let _ = worker.inbox.send(job);
+            worker.post(job);
         }
     }
 
     pub fn wake(&self, index: usize) {
         if let Some(worker) = self.workers.get(index) {
-            let _ = worker.waker.wake();
+            worker.wake();
         }
     }
 

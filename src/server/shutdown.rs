@@ -7,9 +7,17 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::info;
 
-/// Watches for SIGINT/SIGTERM on a thread of its own and calls `drain` on the first.
-pub fn on_signal(drain: impl FnOnce() + Send + 'static) -> io::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+/// Catches SIGINT/SIGTERM from now on. Called before the `listening` lines are
+/// printed: a signal sent as soon as they appear must start a drain, not kill the
+/// process with the default action. Signals caught before [`on_signal`] runs are
+/// handled by it.
+pub fn catch() -> io::Result<Signals> {
+    Signals::new([SIGINT, SIGTERM])
+}
+
+/// Watches the `signals` from [`catch`] on a thread of its own and calls `drain` on
+/// the first.
+pub fn on_signal(mut signals: Signals, drain: impl FnOnce() + Send + 'static) -> io::Result<()> {
     thread::Builder::new()
         .name("sockpool-signals".into())
         .spawn(move || {

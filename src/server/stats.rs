@@ -1,4 +1,5 @@
-//! Counters for the summary (and, later, metrics). Each thread owns one cache-line
+//! Counters for the summary and the metrics (one set of counters, one set of
+//! names, so the two always agree). Each thread owns one cache-line
 //! aligned block and is its only writer, so counting costs a plain load and store,
 //! never a locked instruction or a shared cache line; readers sum the blocks.
 
@@ -6,6 +7,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::message::Proto;
+use crate::net::filter::Refusal;
 
 /// Why a message was not handled. The names are the words the summary prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,14 +21,20 @@ pub enum DropReason {
     Truncated,
     /// The stream ended inside a length- or octet-framed message.
     Incomplete,
+    /// A UDP echo reply that the socket had no room for.
+    ReplyDropped,
+    /// A UDP datagram from an address that `--allow`/`--deny` turn away.
+    Denied,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::Oversize,
         DropReason::QueueFull,
         DropReason::Truncated,
         DropReason::Incomplete,
+        DropReason::ReplyDropped,
+        DropReason::Denied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +43,8 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::Truncated => "truncated",
             DropReason::Incomplete => "incomplete",
+            DropReason::ReplyDropped => "reply_dropped",
+            DropReason::Denied => "denied",
         }
     }
 }
@@ -48,6 +58,13 @@ pub struct Counters {
     messages: [AtomicU64; 2],
     bytes: [AtomicU64; 2],
     dropped: [AtomicU64; DropReason::ALL.len()],
+    /// Acceptor: connections accepted and closed at once, by reason.
+    refused: [AtomicU64; Refusal::ALL.len()],
+    /// Worker: connections handed to this worker (its open count is this less
+    /// `connections_closed`).
+    connections_adopted: AtomicU64,
+    /// Worker: datagrams the kernel dropped on this worker's UDP sockets.
+    udp_kernel_drops: AtomicU64,
 }
 
 /// Adds `n` to a counter that only the calling thread writes.
@@ -82,8 +99,32 @@ impl Counters {
         bump(&self.messages[proto_index(proto)], 1);
     }
 
+    pub fn messages(&self, proto: Proto, n: u64) {
+        if n > 0 {
+            bump(&self.messages[proto_index(proto)], n);
+        }
+    }
+
     pub fn dropped(&self, reason: DropReason) {
         bump(&self.dropped[reason as usize], 1);
+    }
+
+    pub fn refused(&self, reason: Refusal) {
+        bump(&self.refused[reason as usize], 1);
+    }
+
+    pub fn adopted(&self) {
+        bump(&self.connections_adopted, 1);
+    }
+
+    pub fn udp_kernel_drops(&self, n: u64) {
+        bump(&self.udp_kernel_drops, n);
+    }
+
+    /// Connections this worker serves now.
+    pub fn open(&self) -> u64 {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        get(&self.connections_adopted).saturating_sub(get(&self.connections_closed))
     }
 }
 
@@ -102,6 +143,8 @@ pub struct Totals {
     pub messages: [u64; 2],
     pub bytes: [u64; 2],
     pub dropped: [u64; DropReason::ALL.len()],
+    pub refused: [u64; Refusal::ALL.len()],
+    pub udp_kernel_drops: u64,
 }
 
 impl Stats {
@@ -125,6 +168,10 @@ impl Stats {
             for (sum, d) in t.dropped.iter_mut().zip(&c.dropped) {
                 *sum += get(d);
             }
+            for (sum, r) in t.refused.iter_mut().zip(&c.refused) {
+                *sum += get(r);
+            }
+            t.udp_kernel_drops += get(&c.udp_kernel_drops);
         }
         t
     }
@@ -138,10 +185,24 @@ impl Totals {
     pub fn dropped_total(&self) -> u64 {
         self.dropped.iter().sum()
     }
+
+    pub fn refused_total(&self) -> u64 {
+        self.refused.iter().sum()
+    }
+
+    pub fn dropped_by(&self, reason: DropReason) -> u64 {
+        self.dropped.get(reason as usize).copied().unwrap_or(0)
+    }
+
+    pub fn refused_by(&self, reason: Refusal) -> u64 {
+        self.refused.get(reason as usize).copied().unwrap_or(0)
+    }
 }
 
 /// The summary line written at exit:
-/// `summary: connections 20 (open 0), messages 12345 (tcp 12000, udp 345), bytes … , dropped 3 (oversize 3, queue_full 0)`.
+/// `summary: connections 20 (open 0), messages 12345 (tcp 12000, udp 345), bytes … ,
+/// dropped 3 (oversize 3, queue_full 0, …), refused 2 (max_connections 2, …),
+/// udp_kernel_drops 0`: the reasons are the metrics' label values.
 impl fmt::Display for Totals {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -160,9 +221,14 @@ impl fmt::Display for Totals {
         )?;
         for (i, reason) in DropReason::ALL.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
-            write!(f, "{sep}{} {}", reason.as_str(), self.dropped[i])?;
+            write!(f, "{sep}{} {}", reason.as_str(), self.dropped_by(*reason))?;
         }
-        f.write_str(")")
+        write!(f, "), refused {} (", self.refused_total())?;
+        for (i, reason) in Refusal::ALL.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{} {}", reason.as_str(), self.refused_by(*reason))?;
+        }
+        write!(f, "), udp_kernel_drops {}", self.udp_kernel_drops)
     }
 }
 
@@ -180,9 +246,12 @@ mod tests {
         stats.workers[1].message(Proto::Udp);
         stats.workers[1].received_bytes(Proto::Udp, 5);
         stats.workers[1].dropped(DropReason::QueueFull);
+        stats.workers[1].dropped(DropReason::Denied);
+        stats.acceptor.refused(Refusal::MaxPerIp);
+        stats.workers[0].udp_kernel_drops(7);
         assert_eq!(
             stats.totals().to_string(),
-            "summary: connections 2 (open 1), messages 2 (tcp 1, udp 1), bytes 5 (tcp 0, udp 5), dropped 1 (oversize 0, queue_full 1, truncated 0, incomplete 0)"
+            "summary: connections 2 (open 1), messages 2 (tcp 1, udp 1), bytes 5 (tcp 0, udp 5), dropped 2 (oversize 0, queue_full 1, truncated 0, incomplete 0, reply_dropped 0, denied 1), refused 1 (max_connections 0, max_per_ip 1, denied 0, no_descriptors 0), udp_kernel_drops 7"
         );
     }
 }

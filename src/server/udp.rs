@@ -1,9 +1,12 @@
 //! The teaching project's `handle_udp`: each worker reads its own SO_REUSEPORT
 //! socket. A datagram is one message. UDP never blocks: a datagram that cannot be
-//! queued for output is dropped and counted.
+//! queued for output is dropped and counted, and so is one from an address that
+//! `--allow`/`--deny` turn away. Datagrams the kernel itself dropped (socket buffer
+//! full) are learnt from the SO_RXQ_OVFL count that comes with the next datagram.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use mio::net::UdpSocket;
@@ -11,9 +14,10 @@ use tracing::warn;
 
 use crate::frame::{DISCONNECT, FrameConfig};
 use crate::message::{Message, Peer, Proto};
+use crate::net::filter::Filter;
 
 use super::batch::Batch;
-use super::mode::Mode;
+use super::mode::Actions;
 use super::stats::{Counters, DropReason};
 
 /// Datagrams read from one socket per turn before TCP connections get theirs.
@@ -27,14 +31,41 @@ pub struct UdpReader {
     pub readable: bool,
     /// The last source seen, formatted: a sender usually sends many datagrams.
     last_peer: Option<(SocketAddr, Peer)>,
+    filter: Arc<Filter>,
+    /// The last source address checked against the filter, and the verdict.
+    last_verdict: Option<(IpAddr, bool)>,
+    /// Control-message buffer for the kernel's drop count.
+    cmsg: Vec<u8>,
+    /// The kernel's cumulative drop count last seen on this socket.
+    kernel_drops: u32,
 }
 
 impl UdpReader {
-    pub fn new(socket: UdpSocket) -> Self {
+    pub fn new(socket: UdpSocket, filter: Arc<Filter>) -> Self {
         UdpReader {
             socket,
             readable: true,
             last_peer: None,
+            filter,
+            last_verdict: None,
+            cmsg: crate::net::drop_count_buffer(),
+            kernel_drops: 0,
+        }
+    }
+
+    /// Whether `--allow`/`--deny` admit datagrams from `ip` (the last verdict is
+    /// remembered: a sender usually sends many).
+    fn permits(&mut self, ip: IpAddr) -> bool {
+        if self.filter.is_open() {
+            return true;
+        }
+        match self.last_verdict {
+            Some((last, verdict)) if last == ip => verdict,
+            _ => {
+                let verdict = self.filter.permits(ip);
+                self.last_verdict = Some((ip, verdict));
+                verdict
+            }
         }
     }
 
@@ -59,7 +90,7 @@ impl UdpReader {
         frame: &FrameConfig,
         batch: &mut Batch,
         counters: &Counters,
-        mode: Mode,
+        actions: Actions,
         draining: bool,
     ) {
         // One byte past the limit, so a longer datagram shows as oversize.
@@ -67,8 +98,20 @@ impl UdpReader {
         let mut count = 0;
         while draining || count < UDP_BUDGET {
             count += 1;
-            let (n, addr) = match crate::net::recvfrom(&self.socket, &mut buf[..limit]) {
-                Ok(got) => got,
+            let received = crate::net::recvfrom_counting_drops(
+                &self.socket,
+                &mut buf[..limit],
+                &mut self.cmsg,
+            );
+            let (n, addr) = match received {
+                Ok((n, addr, drops)) => {
+                    if let Some(total) = drops {
+                        // Cumulative per socket; wrapping, like the kernel's counter.
+                        counters.udp_kernel_drops(u64::from(total.wrapping_sub(self.kernel_drops)));
+                        self.kernel_drops = total;
+                    }
+                    (n, addr)
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     self.readable = false;
                     return;
@@ -81,6 +124,10 @@ impl UdpReader {
                     continue;
                 }
             };
+            if !self.permits(addr.ip()) {
+                counters.dropped(DropReason::Denied);
+                continue;
+            }
             counters.received_bytes(Proto::Udp, n);
             let bytes = &buf[..n];
             if n > frame.max_frame {
@@ -93,22 +140,38 @@ impl UdpReader {
                 super::worker::udp_session_ended(self.peer(addr));
                 continue;
             }
+            if actions.reply {
+                // Echo: straight back to the source; a full socket buffer drops the
+                // reply rather than waiting.
+                match crate::net::sendto(&self.socket, bytes, addr) {
+                    Ok(_) => {}
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        counters.dropped(DropReason::ReplyDropped);
+                    }
+                    Err(err) => {
+                        tracing::debug!("udp reply to {addr}: {}", crate::net::describe(&err));
+                        counters.dropped(DropReason::ReplyDropped);
+                    }
+                }
+            }
+            if !actions.print {
+                counters.message(Proto::Udp);
+                continue;
+            }
             if batch.blocked() {
                 counters.dropped(DropReason::QueueFull);
                 continue;
             }
             counters.message(Proto::Udp);
-            if mode.prints() {
-                let received_at = SystemTime::now();
-                let peer = self.peer(addr);
-                batch.print(&Message {
-                    proto: Proto::Udp,
-                    peer,
-                    conn: None,
-                    received_at,
-                    bytes,
-                });
-            }
+            let received_at = SystemTime::now();
+            let peer = self.peer(addr);
+            batch.print(&Message {
+                proto: Proto::Udp,
+                peer,
+                conn: None,
+                received_at,
+                bytes,
+            });
         }
     }
 }

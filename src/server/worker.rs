@@ -2,13 +2,21 @@
 //! sockets. It reads until `WouldBlock` within a per-turn budget, cuts messages and
 //! handles them; a connection that used up its budget waits in the ready list for the
 //! next turn, so one flooding peer cannot starve the others on the same worker.
+//!
+//! Sockets are registered once, for both directions, edge-triggered: pausing a
+//! connection (output full, outbox full) is a flag, not a re-registration, and the
+//! kernel sends no further events for data we have not read.
+//!
+//! `--idle-timeout` is a heap of deadlines re-checked lazily (see `idle`); the poll
+//! sleeps until the nearest one. A connection's close releases its place in the
+//! acceptor's `--max-connections`/`--max-per-ip` counts.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpStream, UdpSocket};
@@ -16,12 +24,16 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{debug, error, info, warn};
 
-use crate::frame::{DISCONNECT, Decoder, Frame, FrameConfig};
+use crate::frame::{self, DISCONNECT, Decoder, Frame, FrameConfig};
 use crate::message::{ConnId, Message, Peer, Proto};
+use crate::net::filter::{ConnLimits, Filter};
+use crate::output::text::escape;
 
 use super::batch::Batch;
 use super::conn::{CloseReason, Conn};
-use super::mode::Mode;
+use super::idle::IdleTimers;
+use super::mode::{Actions, Mode, Relay};
+use super::pool::Mailbox;
 use super::stats::{Counters, DropReason, Stats};
 use super::udp::UdpReader;
 
@@ -34,12 +46,15 @@ pub enum Job {
         peer: SocketAddr,
         id: ConnId,
     },
+    /// Framed bytes relayed by another worker's client (broker, chat): written to
+    /// every connection here.
+    Broadcast(Arc<[u8]>),
     /// Shutdown: read what is pending, deliver it, close everything, exit.
     Drain { deadline: Instant },
 }
 
-/// The token of the waker the acceptor, the sink and shutdown use (mio reserves
-/// `usize::MAX` for itself).
+/// The token of the waker the acceptor, the sink, other workers and shutdown use
+/// (mio reserves `usize::MAX` for itself).
 pub const WAKER: Token = Token(usize::MAX - 1);
 /// UDP socket `i` is registered as `UDP_BASE - i`.
 const UDP_BASE: usize = usize::MAX - 2;
@@ -48,6 +63,12 @@ const UDP_BASE: usize = usize::MAX - 2;
 const READ_BUDGET: usize = 256 * 1024;
 /// The read buffer shared by all of a worker's connections.
 const READ_BUF: usize = 64 * 1024;
+/// Echo: a connection whose replies pile up past this stops being read until they
+/// drain below half of it, so a client that sends but never reads cannot grow the
+/// server's memory.
+const OUTBOX_PAUSE: usize = 1024 * 1024;
+/// Broker and chat: a receiver with this much relayed to it unread is cut off.
+const OUTBOX_CUTOFF: usize = 8 * 1024 * 1024;
 
 /// What a worker needs to run.
 #[derive(Debug)]
@@ -55,13 +76,22 @@ pub struct WorkerSetup {
     pub index: usize,
     pub poll: Poll,
     pub inbox: Receiver<Job>,
+    /// Every worker's mailbox (this one's included), for relaying.
+    pub mailboxes: Arc<[Mailbox]>,
     pub udp: Vec<std::net::UdpSocket>,
     pub batch: Batch,
     pub stats: Arc<Stats>,
     pub frame: FrameConfig,
     pub mode: Mode,
+    pub quiet: bool,
     /// Told once the worker has finished draining.
     pub done: Sender<usize>,
+    /// Released as connections close.
+    pub limits: Arc<ConnLimits>,
+    /// `--allow`/`--deny` for UDP datagrams.
+    pub filter: Arc<Filter>,
+    /// `--idle-timeout`; `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// The teaching project's `Worker`, now an event loop rather than one connection.
@@ -70,6 +100,7 @@ pub struct Worker {
     index: usize,
     poll: Poll,
     inbox: Receiver<Job>,
+    mailboxes: Arc<[Mailbox]>,
     conns: Slab<Conn>,
     /// Connections that may have more to read, in the order they get their turn.
     ready: VecDeque<usize>,
@@ -78,9 +109,19 @@ pub struct Worker {
     stats: Arc<Stats>,
     frame: FrameConfig,
     mode: Mode,
+    actions: Actions,
+    udp_actions: Actions,
     buf: Box<[u8]>,
+    /// What the connection being served relays this turn (broker, chat).
+    relay: Vec<u8>,
+    /// What this worker's clients relayed this turn, for the other workers.
+    relay_out: Vec<u8>,
+    /// Connections to close once the current fan-out is done.
+    doomed: Vec<(usize, CloseReason)>,
     draining: bool,
     done: Sender<usize>,
+    limits: Arc<ConnLimits>,
+    idle: Option<IdleTimers>,
 }
 
 impl Worker {
@@ -92,12 +133,13 @@ impl Worker {
                 .poll
                 .registry()
                 .register(&mut socket, Token(UDP_BASE - i), Interest::READABLE)?;
-            udp.push(UdpReader::new(socket));
+            udp.push(UdpReader::new(socket, Arc::clone(&setup.filter)));
         }
         Ok(Worker {
             index: setup.index,
             poll: setup.poll,
             inbox: setup.inbox,
+            mailboxes: setup.mailboxes,
             conns: Slab::new(),
             ready: VecDeque::new(),
             udp,
@@ -105,9 +147,16 @@ impl Worker {
             stats: setup.stats,
             frame: setup.frame,
             mode: setup.mode,
-            buf: vec![0; READ_BUF.max(setup.frame.max_frame + 1)].into_boxed_slice(),
+            actions: setup.mode.actions(setup.quiet),
+            udp_actions: setup.mode.udp_actions(setup.quiet),
+            buf: vec![0; READ_BUF].into_boxed_slice(),
+            relay: Vec::new(),
+            relay_out: Vec::new(),
+            doomed: Vec::new(),
             draining: false,
             done: setup.done,
+            limits: setup.limits,
+            idle: setup.idle_timeout.map(IdleTimers::new),
         })
     }
 
@@ -121,7 +170,14 @@ impl Worker {
         loop {
             let more = (!self.ready.is_empty() && !self.batch.blocked())
                 || self.udp.iter().any(|u| u.readable);
-            let timeout = more.then_some(std::time::Duration::ZERO);
+            let timeout = if more {
+                Some(Duration::ZERO)
+            } else {
+                self.idle
+                    .as_ref()
+                    .and_then(IdleTimers::next_deadline)
+                    .map(|at| at.saturating_duration_since(Instant::now()))
+            };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -142,7 +198,14 @@ impl Worker {
                             reader.readable = true;
                         }
                     }
-                    Token(key) => self.mark_ready(key),
+                    Token(key) => {
+                        if event.is_writable() {
+                            self.on_writable(key);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.mark_ready(key);
+                        }
+                    }
                 }
             }
             if woken {
@@ -152,7 +215,9 @@ impl Worker {
             self.batch.flush();
             self.serve_tcp();
             self.serve_udp();
+            self.send_relayed();
             self.batch.flush();
+            self.close_idle();
             if self.draining && self.conns.is_empty() && !self.udp.iter().any(|u| u.readable) {
                 break;
             }
@@ -170,41 +235,86 @@ impl Worker {
     fn mark_ready(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
             conn.readable = true;
-            if !conn.queued {
+            if !conn.queued && conn.finishing.is_none() {
                 conn.queued = true;
                 self.ready.push_back(key);
             }
         }
     }
 
+    /// The socket has room again: write what waits, resume reading a connection that
+    /// was paused for its outbox, or finish closing one.
+    fn on_writable(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.writable = true;
+        if let Err(err) = conn.write_outbox() {
+            self.doomed.push((key, CloseReason::Error(err)));
+        } else if conn.finishing.is_some() {
+            if conn.pending() == 0 {
+                let reason = conn.finishing.take().unwrap_or(CloseReason::Eof);
+                self.doomed.push((key, reason));
+            }
+        } else if conn.readable && !conn.queued && conn.pending() <= OUTBOX_PAUSE / 2 {
+            conn.queued = true;
+            self.ready.push_back(key);
+        }
+        self.close_doomed();
+    }
+
     fn handle_inbox(&mut self) {
         while let Ok(job) = self.inbox.try_recv() {
             match job {
                 Job::Accept { stream, peer, id } => self.adopt(stream, peer, id),
+                Job::Broadcast(bytes) => self.fan_out(None, &bytes),
                 Job::Drain { deadline } => self.start_drain(deadline),
             }
         }
+        self.close_doomed();
     }
 
     fn adopt(&mut self, mut stream: TcpStream, peer: SocketAddr, id: ConnId) {
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        if let Err(err) = self
-            .poll
-            .registry()
-            .register(&mut stream, Token(key), Interest::READABLE)
-        {
+        self.counters().adopted();
+        let key = self.conns.vacant_entry().key();
+        if let Err(err) = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             warn!(conn = id, peer = %peer, "cannot watch connection: {}", crate::net::describe(&err));
             self.counters().closed();
+            self.limits.release(peer.ip());
             return;
         }
         let peer = Peer::new(peer);
         info!(conn = id, peer = %peer, worker = self.index, "connection opened");
-        let mut conn = Conn::new(id, stream, peer, Decoder::new(&self.frame));
+        let mut conn = Conn::new(id, stream, peer.clone(), Decoder::new(&self.frame));
         // Data may have arrived before registration: look without waiting for an edge.
         conn.queued = true;
-        entry.insert(conn);
+        let opened = conn.opened;
+        // Nothing was inserted or removed since `vacant_entry`, so this is `key`.
+        let key = self.conns.insert(conn);
         self.ready.push_back(key);
+        if let Some(idle) = self.idle.as_mut() {
+            if idle.needs_compaction(self.conns.len()) {
+                idle.rebuild(self.conns.iter().map(|(k, c)| (k, c.id, c.last_active)));
+            } else {
+                idle.schedule(key, id, opened);
+            }
+        }
+        if self.mode.announces() {
+            self.announce(&peer, "joined", Some(key));
+        }
+    }
+
+    /// Chat: `<announce> PEER joined|left` to everyone but `except`.
+    fn announce(&mut self, peer: &Peer, what: &str, except: Option<usize>) {
+        let line = format!("<announce> {peer} {what}");
+        let mut framed = Vec::with_capacity(line.len() + 8);
+        frame::encode(&self.frame, line.as_bytes(), &mut framed);
+        self.fan_out(except, &framed);
+        self.relay_out.extend_from_slice(&framed);
     }
 
     fn start_drain(&mut self, deadline: Instant) {
@@ -213,7 +323,7 @@ impl Worker {
         for (key, conn) in self.conns.iter_mut() {
             conn.drain_left = Some(crate::net::pending_bytes(&conn.stream).unwrap_or(0));
             conn.readable = true;
-            if !conn.queued {
+            if !conn.queued && conn.finishing.is_none() {
                 conn.queued = true;
                 self.ready.push_back(key);
             }
@@ -236,15 +346,39 @@ impl Worker {
                 continue;
             };
             conn.queued = false;
-            let counters = &self.stats.workers[self.index];
-            match handle_tcp(conn, &mut self.buf, &mut self.batch, counters, self.mode) {
-                Turn::More => {
+            let mut handler = Handler {
+                batch: &mut self.batch,
+                counters: &self.stats.workers[self.index],
+                actions: self.actions,
+                frame: &self.frame,
+                relay: &mut self.relay,
+                now: Instant::now(),
+            };
+            let turn = handle_tcp(conn, &mut self.buf, &mut handler);
+            let written = conn.write_outbox();
+            match (turn, written) {
+                (_, Err(err)) => self.doomed.push((key, CloseReason::Error(err))),
+                (Turn::More, Ok(())) => {
                     conn.queued = true;
                     self.ready.push_back(key);
                 }
-                Turn::Idle => {}
-                Turn::Close(reason) => self.close(key, reason),
+                // A paused connection whose outbox the socket took whole gets no
+                // WRITABLE edge to resume it: it goes on next turn.
+                (Turn::Paused, Ok(())) if conn.pending() == 0 => {
+                    conn.queued = true;
+                    self.ready.push_back(key);
+                }
+                (Turn::Idle | Turn::Paused, Ok(())) => {}
+                (Turn::Close(reason), Ok(())) => self.finish_conn(key, reason),
             }
+            if !self.relay.is_empty() {
+                let relay = std::mem::take(&mut self.relay);
+                self.fan_out(Some(key), &relay);
+                self.relay_out.extend_from_slice(&relay);
+                self.relay = relay;
+                self.relay.clear();
+            }
+            self.close_doomed();
         }
     }
 
@@ -257,16 +391,99 @@ impl Worker {
                     &self.frame,
                     &mut self.batch,
                     counters,
-                    self.mode,
+                    self.udp_actions,
                     self.draining,
                 );
             }
         }
     }
 
+    /// Appends `framed` to every connection's outbox but `except`'s and writes it;
+    /// a receiver that has stopped reading is cut off rather than stalling anyone.
+    fn fan_out(&mut self, except: Option<usize>, framed: &[u8]) {
+        for (key, conn) in self.conns.iter_mut() {
+            if Some(key) == except || conn.finishing.is_some() {
+                continue;
+            }
+            conn.outbox.extend_from_slice(framed);
+            if let Err(err) = conn.write_outbox() {
+                self.doomed.push((key, CloseReason::Error(err)));
+            } else if conn.pending() > OUTBOX_CUTOFF.max(4 * self.frame.max_frame) {
+                self.doomed
+                    .push((key, CloseReason::SlowReceiver(conn.pending())));
+            }
+        }
+    }
+
+    /// Hands what this worker's clients relayed this turn to every other worker.
+    fn send_relayed(&mut self) {
+        if self.relay_out.is_empty() {
+            return;
+        }
+        if self.mailboxes.len() > 1 {
+            let bytes: Arc<[u8]> = Arc::from(self.relay_out.as_slice());
+            for (index, mailbox) in self.mailboxes.iter().enumerate() {
+                if index != self.index {
+                    mailbox.post(Job::Broadcast(Arc::clone(&bytes)));
+                    mailbox.wake();
+                }
+            }
+        }
+        self.relay_out.clear();
+    }
+
+    /// Reading has ended: close now, or once the outbox (echo replies) is written.
+    fn finish_conn(&mut self, key: usize, reason: CloseReason) {
+        match self.conns.get_mut(key) {
+            Some(conn) if conn.pending() > 0 && !matches!(reason, CloseReason::Error(_)) => {
+                conn.finishing = Some(reason);
+            }
+            Some(_) => self.doomed.push((key, reason)),
+            None => {}
+        }
+    }
+
+    /// `--idle-timeout`: closes the connections whose checks are due and that have
+    /// been silent for the whole timeout; the others get their next check.
+    fn close_idle(&mut self) {
+        let Some(idle) = self.idle.as_mut() else {
+            return;
+        };
+        if self.draining {
+            return;
+        }
+        let now = Instant::now();
+        while let Some((key, id)) = idle.pop_due(now) {
+            let Some(conn) = self.conns.get(key).filter(|c| c.id == id) else {
+                // That connection closed; its slot may have a new one with its own entry.
+                continue;
+            };
+            // Unread data waiting (reading is paused for output) is not silence.
+            let last = if conn.readable { now } else { conn.last_active };
+            if now.saturating_duration_since(last) >= idle.timeout {
+                self.doomed.push((key, CloseReason::Idle(idle.timeout)));
+            } else {
+                idle.schedule(key, id, last);
+            }
+        }
+        self.close_doomed();
+    }
+
+    fn close_doomed(&mut self) {
+        while let Some((key, reason)) = self.doomed.pop() {
+            self.close(key, reason);
+        }
+    }
+
     fn close(&mut self, key: usize, reason: CloseReason) {
-        if let Some(conn) = self.conns.try_remove(key) {
-            // Dropping the stream closes it, which also removes it from the poll set.
+        let Some(conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        // Free its place first: a client told of the close may connect again at once.
+        self.limits.release(conn.peer.addr().ip());
+        if let CloseReason::SlowReceiver(_) = reason {
+            warn!(conn = conn.id, peer = %conn.peer, "connection closed: {reason}");
+        } else {
             info!(
                 conn = conn.id,
                 peer = %conn.peer,
@@ -274,8 +491,12 @@ impl Worker {
                 secs = conn.opened.elapsed().as_secs_f32(),
                 "connection closed: {reason}"
             );
-            self.counters().closed();
         }
+        self.counters().closed();
+        if self.mode.announces() {
+            self.announce(&conn.peer, "left", None);
+        }
+        // Dropping the stream closes it, which also removes it from the poll set.
     }
 }
 
@@ -285,36 +506,46 @@ enum Turn {
     More,
     /// The kernel has nothing more for now.
     Idle,
+    /// Its outbox is full: reading resumes once it drains (see `on_writable`).
+    Paused,
     Close(CloseReason),
+}
+
+/// The worker's parts that handling a message touches.
+struct Handler<'a> {
+    batch: &'a mut Batch,
+    counters: &'a Counters,
+    actions: Actions,
+    frame: &'a FrameConfig,
+    relay: &'a mut Vec<u8>,
+    /// When this turn began: what a read stamps as the connection's last activity.
+    now: Instant,
 }
 
 /// The teaching project's `handle_tcp`: reads what the connection has (within the
 /// budget), cuts messages and handles them.
-fn handle_tcp(
-    conn: &mut Conn,
-    buf: &mut [u8],
-    batch: &mut Batch,
-    counters: &Counters,
-    mode: Mode,
-) -> Turn {
+fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn {
     let mut budget = READ_BUDGET;
     loop {
-        if batch.blocked() {
+        if h.batch.blocked() {
             return Turn::More;
         }
+        if conn.pending() > OUTBOX_PAUSE {
+            return Turn::Paused;
+        }
         let want = match conn.drain_left {
-            Some(0) => return finish(conn, batch, counters, mode, CloseReason::Drained),
+            Some(0) => return finish(conn, h, CloseReason::Drained),
             Some(left) => left.min(buf.len()),
             None if budget == 0 => return Turn::More,
             None => buf.len(),
         };
         let n = match conn.stream.read(&mut buf[..want]) {
-            Ok(0) => return finish(conn, batch, counters, mode, CloseReason::Eof),
+            Ok(0) => return finish(conn, h, CloseReason::Eof),
             Ok(n) => n,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                 conn.readable = false;
                 if conn.drain_left.is_some() {
-                    return finish(conn, batch, counters, mode, CloseReason::Drained);
+                    return finish(conn, h, CloseReason::Drained);
                 }
                 return Turn::Idle;
             }
@@ -322,30 +553,30 @@ fn handle_tcp(
             Err(err) => return Turn::Close(CloseReason::Error(err)),
         };
         budget = budget.saturating_sub(n);
+        conn.last_active = h.now;
         if let Some(left) = conn.drain_left.as_mut() {
             *left -= n;
         }
-        counters.received_bytes(Proto::Tcp, n);
+        h.counters.received_bytes(Proto::Tcp, n);
         let received_at = SystemTime::now();
         let Conn {
             decoder,
             peer,
             id,
             messages,
+            outbox,
             ..
         } = conn;
+        let source = Source {
+            peer,
+            id: *id,
+            received_at,
+        };
+        let before = *messages;
         let flow = decoder.decode(&buf[..n], |frame| {
-            on_frame(
-                frame,
-                peer,
-                *id,
-                received_at,
-                messages,
-                batch,
-                counters,
-                mode,
-            )
+            on_frame(frame, &source, messages, outbox, h)
         });
+        h.counters.messages(Proto::Tcp, *messages - before);
         if flow.is_break() {
             return Turn::Close(CloseReason::Disconnect);
         }
@@ -353,114 +584,98 @@ fn handle_tcp(
 }
 
 /// End of stream: the final message without its terminator is still delivered.
-fn finish(
-    conn: &mut Conn,
-    batch: &mut Batch,
-    counters: &Counters,
-    mode: Mode,
-    reason: CloseReason,
-) -> Turn {
-    let received_at = SystemTime::now();
+fn finish(conn: &mut Conn, h: &mut Handler<'_>, reason: CloseReason) -> Turn {
     let Conn {
         decoder,
         peer,
         id,
         messages,
+        outbox,
         ..
     } = conn;
-    let flow = decoder.finish(|frame| {
-        on_frame(
-            frame,
-            peer,
-            *id,
-            received_at,
-            messages,
-            batch,
-            counters,
-            mode,
-        )
-    });
+    let source = Source {
+        peer,
+        id: *id,
+        received_at: SystemTime::now(),
+    };
+    let before = *messages;
+    let flow = decoder.finish(|frame| on_frame(frame, &source, messages, outbox, h));
+    h.counters.messages(Proto::Tcp, *messages - before);
     if flow.is_break() {
         return Turn::Close(CloseReason::Disconnect);
     }
     Turn::Close(reason)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn on_frame(
-    frame: Frame<'_>,
-    peer: &Peer,
+/// Where and when the bytes being decoded came from.
+struct Source<'a> {
+    peer: &'a Peer,
     id: ConnId,
     received_at: SystemTime,
-    messages: &mut u64,
-    batch: &mut Batch,
-    counters: &Counters,
-    mode: Mode,
-) -> ControlFlow<()> {
-    match frame {
-        Frame::Message(bytes) if bytes == DISCONNECT => ControlFlow::Break(()),
-        Frame::Message(bytes) => {
-            deliver(
-                bytes,
-                peer,
-                id,
-                received_at,
-                messages,
-                batch,
-                counters,
-                mode,
-            );
-            ControlFlow::Continue(())
-        }
-        Frame::Truncated { message, len } => {
-            counters.dropped(DropReason::Truncated);
-            warn!(conn = id, peer = %peer, size = len, "message of {len} bytes from {peer} is longer than --max-frame; truncated");
-            deliver(
-                message,
-                peer,
-                id,
-                received_at,
-                messages,
-                batch,
-                counters,
-                mode,
-            );
-            ControlFlow::Continue(())
-        }
-        Frame::Oversize { len } => {
-            counters.dropped(DropReason::Oversize);
-            warn!(conn = id, peer = %peer, size = len, "message of {len} bytes from {peer} is longer than --max-frame; dropped");
-            ControlFlow::Continue(())
-        }
-        Frame::Incomplete { len } => {
-            counters.dropped(DropReason::Incomplete);
-            warn!(conn = id, peer = %peer, size = len, "stream from {peer} ended inside a message ({len} bytes); dropped");
-            ControlFlow::Continue(())
-        }
-    }
 }
 
-#[allow(clippy::too_many_arguments)]
+fn on_frame(
+    frame: Frame<'_>,
+    src: &Source<'_>,
+    messages: &mut u64,
+    outbox: &mut Vec<u8>,
+    h: &mut Handler<'_>,
+) -> ControlFlow<()> {
+    let (peer, id) = (src.peer, src.id);
+    match frame {
+        Frame::Message(bytes) if bytes == DISCONNECT => return ControlFlow::Break(()),
+        Frame::Message(bytes) => deliver(bytes, src, messages, outbox, h),
+        Frame::Truncated { message, len } => {
+            h.counters.dropped(DropReason::Truncated);
+            warn!(conn = id, peer = %peer, size = len, "message of {len} bytes from {peer} is longer than --max-frame; truncated");
+            deliver(message, src, messages, outbox, h);
+        }
+        Frame::Oversize { len } => {
+            h.counters.dropped(DropReason::Oversize);
+            warn!(conn = id, peer = %peer, size = len, "message of {len} bytes from {peer} is longer than --max-frame; dropped");
+        }
+        Frame::Incomplete { len } => {
+            h.counters.dropped(DropReason::Incomplete);
+            warn!(conn = id, peer = %peer, size = len, "stream from {peer} ended inside a message ({len} bytes); dropped");
+        }
+    }
+    ControlFlow::Continue(())
+}
+
+/// Applies the mode's actions to one message.
+#[inline(always)]
 fn deliver(
     bytes: &[u8],
-    peer: &Peer,
-    id: ConnId,
-    received_at: SystemTime,
+    src: &Source<'_>,
     messages: &mut u64,
-    batch: &mut Batch,
-    counters: &Counters,
-    mode: Mode,
+    outbox: &mut Vec<u8>,
+    h: &mut Handler<'_>,
 ) {
+    // Counted into the connection; the worker's counter is updated once per read.
     *messages += 1;
-    counters.message(Proto::Tcp);
-    if mode.prints() {
-        batch.print(&Message {
+    if h.actions.print {
+        h.batch.print(&Message {
             proto: Proto::Tcp,
-            peer,
-            conn: Some(id),
-            received_at,
+            peer: src.peer,
+            conn: Some(src.id),
+            received_at: src.received_at,
             bytes,
         });
+    }
+    if h.actions.reply {
+        frame::encode(h.frame, bytes, outbox);
+    }
+    match h.actions.relay {
+        Relay::None => {}
+        Relay::Framed => frame::encode(h.frame, bytes, h.relay),
+        Relay::Chat => {
+            let mut line = Vec::with_capacity(bytes.len() + 32);
+            line.push(b'<');
+            line.extend_from_slice(src.peer.as_str().as_bytes());
+            line.extend_from_slice(b"> ");
+            escape(bytes, &mut line);
+            frame::encode(h.frame, &line, h.relay);
+        }
     }
 }
 

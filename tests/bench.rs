@@ -1,0 +1,229 @@
+//! `sockpool-client bench` against the real server on loopback: exact counts, an
+//! honest rate, UDP loss against a blackhole, the JSON report's shape, and errors
+//! that are reported, not fatal. Every run is bounded (messages or seconds) and
+//! every wait has a deadline.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::net::{TcpListener, UdpSocket};
+
+use serde_json::Value;
+
+mod support;
+
+use support::{Client, Output, Server, summary_count};
+
+/// Runs `sockpool-client bench ARGS` to its end, with empty stdin.
+fn bench(args: &[&str]) -> Output {
+    Client::run(&[&["bench"], args].concat(), b"")
+}
+
+fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+fn final_report(stdout: &str) -> Value {
+    let lines = json_lines(stdout);
+    let last = lines.last().expect("a final report").clone();
+    assert_eq!(last["report"], "final");
+    last
+}
+
+const FIELDS: [&str; 11] = [
+    "mode",
+    "connections",
+    "duration",
+    "sent",
+    "received",
+    "errors",
+    "msgs_per_sec",
+    "mb_per_sec",
+    "latency",
+    "udp",
+    "warmup",
+];
+
+#[test]
+fn the_server_counts_exactly_the_messages_sent() {
+    let server = Server::start(&["--mode", "discard"]);
+    let addr = server.tcp_addr().to_string();
+    let out = bench(&[
+        "-s",
+        &addr,
+        "--messages",
+        "5000",
+        "--connections",
+        "10",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let report = final_report(&out.stdout);
+    assert_eq!(report["sent"], 5000);
+    assert_eq!(report["connected"], 10);
+    assert_eq!(report["mode"], "closed loop");
+    assert_eq!(report["errors"]["refused"], 0);
+    let summary = server.sigterm_summary();
+    assert_eq!(summary_count(&summary, "tcp"), 5000, "{summary}");
+    assert_eq!(summary_count(&summary, "connections"), 10, "{summary}");
+}
+
+#[test]
+fn a_rate_limited_run_keeps_its_rate_and_measures_latency() {
+    let server = Server::start(&["--mode", "echo", "-q"]);
+    let addr = server.tcp_addr().to_string();
+    let out = bench(&[
+        "-s",
+        &addr,
+        "--rate",
+        "2000",
+        "--duration",
+        "3",
+        "--connections",
+        "10",
+        "--echo",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let r = final_report(&out.stdout);
+    for field in FIELDS {
+        assert!(r.get(field).is_some(), "no {field} in {r}");
+    }
+    assert_eq!(r["mode"], "open loop");
+    let rate = r["msgs_per_sec"].as_f64().unwrap();
+    assert!((rate - 2000.0).abs() <= 100.0, "rate {rate}");
+    let sent = r["sent"].as_u64().unwrap();
+    assert!(sent.abs_diff(6000) <= 300, "sent {sent}");
+    assert_eq!(r["received"], sent);
+    let latency = &r["latency"];
+    for p in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(latency[p].as_u64().is_some(), "no latency {p} in {r}");
+    }
+    assert!(latency["p50"].as_u64() <= latency["max"].as_u64());
+    assert!(r["udp"].is_null());
+    let summary = server.sigterm_summary();
+    assert_eq!(summary_count(&summary, "tcp"), sent, "{summary}");
+}
+
+#[test]
+fn udp_echo_reports_delivery_and_intervals() {
+    let server = Server::start(&["--mode", "echo", "-q"]);
+    let addr = server.udp_addr().to_string();
+    let out = bench(&[
+        "-s",
+        &addr,
+        "-u",
+        "--rate",
+        "1000",
+        "--duration",
+        "2",
+        "--connections",
+        "4",
+        "--echo",
+        "--interval",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let lines = json_lines(&out.stdout);
+    let intervals: Vec<&Value> = lines.iter().filter(|l| l["report"] == "interval").collect();
+    assert!(intervals.len() >= 2, "{lines:?}");
+    assert!(intervals.iter().all(|l| l["sent"].as_u64().is_some()));
+    let r = final_report(&out.stdout);
+    for field in FIELDS {
+        assert!(!r[field].is_null(), "{field} is null in {r}");
+    }
+    assert_eq!(r["sent"], 2000);
+    // Loopback with a server keeping up: everything comes back once, in order
+    // per connection.
+    let udp = &r["udp"];
+    assert_eq!(
+        udp["lost"].as_u64().unwrap() + r["received"].as_u64().unwrap(),
+        2000,
+        "{r}"
+    );
+    assert_eq!(udp["duplicated"], 0);
+}
+
+#[test]
+fn udp_against_a_blackhole_is_total_loss() {
+    // A bound socket that nobody reads: datagrams vanish without an ICMP error.
+    let blackhole = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = blackhole.local_addr().unwrap().to_string();
+    let out = bench(&[
+        "-s",
+        &addr,
+        "-u",
+        "--rate",
+        "1000",
+        "--messages",
+        "500",
+        "--connections",
+        "2",
+        "--echo",
+        "--timeout",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let r = final_report(&out.stdout);
+    assert_eq!(r["sent"], 500);
+    assert_eq!(r["received"], 0);
+    assert_eq!(r["udp"]["lost"], 500);
+    assert!(r["latency"].is_null(), "{r}");
+    drop(blackhole);
+}
+
+#[test]
+fn refused_connections_are_counted_and_the_run_ends_with_one_line() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string(); // closed again at the end of this statement
+    let out = bench(&[
+        "-s",
+        &port,
+        "--messages",
+        "100",
+        "--connections",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = final_report(&out.stdout);
+    assert_eq!(r["errors"]["refused"], 3);
+    assert_eq!(r["sent"], 0);
+    assert_eq!(
+        out.stderr.trim_end(),
+        format!("error: no connection to {port} could be made (refused 3)")
+    );
+}
+
+#[test]
+fn the_text_report_says_what_was_measured() {
+    let server = Server::start(&["--mode", "discard"]);
+    let addr = server.tcp_addr().to_string();
+    let out = bench(&["-s", &addr, "--messages", "200", "--connections", "2"]);
+    assert!(out.status.success());
+    let text = &out.stdout;
+    assert!(text.contains("closed loop"), "{text}");
+    assert!(
+        text.contains("latency:  not measured (no --echo)"),
+        "{text}"
+    );
+    assert!(text.contains("sent:     200 messages"), "{text}");
+    assert!(text.contains("errors:   none"), "{text}");
+    // stderr is not a terminal: no progress bar, nothing at all.
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let out = bench(&["--size", "8"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = bench(&["--duration", "1", "--messages", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+}
