@@ -421,6 +421,40 @@ pub(crate) mod testing {
         }
     }
 
+    /// The frames a counted framing (length, octet) must yield for `messages`
+    /// encoded and cut off after `cut` bytes: every whole frame, then the bytes of
+    /// the cut one as `Incomplete`. Returns (what the decoder gave, what it should).
+    pub fn cut_stream(
+        framing: Framing,
+        messages: &[Vec<u8>],
+        cut: prop::sample::Index,
+    ) -> (Vec<Owned>, Vec<Owned>) {
+        let cfg = config(framing, 16, Oversize::Drop);
+        let mut stream = Vec::new();
+        let mut ends = vec![0];
+        for m in messages {
+            encode(&cfg, m, &mut stream);
+            ends.push(stream.len());
+        }
+        let cut = cut.index(stream.len() + 1);
+        let frames = collect_split(&cfg, &stream[..cut], &[]);
+        let whole = ends.iter().filter(|&&e| e > 0 && e <= cut).count();
+        let start = ends
+            .iter()
+            .copied()
+            .filter(|&e| e <= cut)
+            .max()
+            .unwrap_or(0);
+        let mut want: Vec<Owned> = messages[..whole]
+            .iter()
+            .map(|m| expected(m, 16, Oversize::Drop))
+            .collect();
+        if cut > start {
+            want.push(Owned::Incomplete((cut - start) as u64));
+        }
+        (frames, want)
+    }
+
     pub fn oversize() -> impl Strategy<Value = Oversize> {
         prop_oneof![Just(Oversize::Drop), Just(Oversize::Truncate)]
     }

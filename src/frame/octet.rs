@@ -178,7 +178,8 @@ pub(super) fn encode(message: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{
-        Owned, collect, collect_split, config, cuts, expected, messages, msg, oversize, points,
+        Owned, collect, collect_split, config, cut_stream, cuts, expected, messages, msg, oversize,
+        points,
     };
     use super::super::{Decoder, Framing, MAX_HEADER, Oversize, encode};
     use proptest::prelude::*;
@@ -382,16 +383,7 @@ mod tests {
 
         #[test]
         fn a_cut_stream_ends_incomplete(messages in messages(), cut in any::<prop::sample::Index>()) {
-            let cfg = config(Framing::Octet, 16, Oversize::Drop);
-            let mut stream = Vec::new();
-            let mut ends = vec![0];
-            for m in &messages { encode(&cfg, m, &mut stream); ends.push(stream.len()); }
-            let cut = cut.index(stream.len() + 1);
-            let frames = collect_split(&cfg, &stream[..cut], &[]);
-            let whole = ends.iter().filter(|&&e| e > 0 && e <= cut).count();
-            let start = ends.iter().copied().filter(|&e| e <= cut).max().unwrap_or(0);
-            let mut want: Vec<Owned> = messages[..whole].iter().map(|m| expected(m, 16, Oversize::Drop)).collect();
-            if cut > start { want.push(Owned::Incomplete((cut - start) as u64)); }
+            let (frames, want) = cut_stream(Framing::Octet, &messages, cut);
             prop_assert_eq!(frames, want);
         }
 
