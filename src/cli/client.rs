@@ -28,15 +28,8 @@ pub struct ClientArgs {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// The server's address (a host name is resolved).
-    #[arg(
-        short,
-        long,
-        value_name = "ADDR",
-        default_value = "127.0.0.1:8080",
-        env = "SOCKPOOL_SERVER"
-    )]
-    pub server: String,
+    #[command(flatten)]
+    pub target: Target,
 
     /// Send UDP datagrams instead of a TCP stream.
     #[arg(short, long, env = "SOCKPOOL_UDP")]
@@ -83,8 +76,9 @@ pub enum Command {
 }
 
 /// `sockpool-client bench` flags.
+/// Where to connect: the same flag for sending and for `bench`.
 #[derive(Debug, Args)]
-pub struct BenchArgs {
+pub struct Target {
     /// The server's address (a host name is resolved).
     #[arg(
         short,
@@ -94,6 +88,12 @@ pub struct BenchArgs {
         env = "SOCKPOOL_SERVER"
     )]
     pub server: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub target: Target,
 
     /// Connections (UDP: sockets) to open, spread over --threads event loops.
     #[arg(short, long, value_name = "N", default_value_t = 10,
@@ -171,7 +171,7 @@ impl BenchArgs {
         };
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         bench::Config {
-            server: self.server,
+            server: self.target.server,
             udp: self.udp,
             connections: self.connections as usize,
             stop,
@@ -208,7 +208,7 @@ impl ClientArgs {
             )
         };
         Config {
-            server: self.server,
+            server: self.target.server,
             udp: self.udp,
             source,
             connect_timeout: self.connect_timeout,
