@@ -621,9 +621,27 @@ fn on_frame(
     outbox: &mut Vec<u8>,
     h: &mut Handler<'_>,
 ) -> ControlFlow<()> {
-    let (peer, id) = (src.peer, src.id);
     match frame {
         Frame::Message(bytes) if bytes == DISCONNECT => return ControlFlow::Break(()),
+        Frame::Message(bytes) => deliver(bytes, src, messages, outbox, h),
+        other => irregular(other, src, messages, outbox, h),
+    }
+    ControlFlow::Continue(())
+}
+
+/// Truncated, oversize and incomplete frames: counted and warned about. Kept out of
+/// line, so the per-message path stays small enough to inline.
+#[cold]
+#[inline(never)]
+fn irregular(
+    frame: Frame<'_>,
+    src: &Source<'_>,
+    messages: &mut u64,
+    outbox: &mut Vec<u8>,
+    h: &mut Handler<'_>,
+) {
+    let (peer, id) = (src.peer, src.id);
+    match frame {
         Frame::Message(bytes) => deliver(bytes, src, messages, outbox, h),
         Frame::Truncated { message, len } => {
             h.counters.dropped(DropReason::Truncated);
@@ -639,7 +657,6 @@ fn on_frame(
             warn!(conn = id, peer = %peer, size = len, "stream from {peer} ended inside a message ({len} bytes); dropped");
         }
     }
-    ControlFlow::Continue(())
 }
 
 /// Applies the mode's actions to one message.
