@@ -326,3 +326,42 @@ fn several_listen_addresses_at_once() {
     got.sort();
     assert_eq!(got, ["tcp 0", "tcp 1", "udp 0", "udp 1"]);
 }
+
+/// A short read ends a connection's turn without the read that would only say
+/// `WouldBlock`. The end of stream must still be seen when it arrives with the data
+/// (one event for both) or before the worker has even registered the socket.
+#[test]
+fn end_of_stream_arriving_with_the_data_is_seen() {
+    const CONNS: usize = 200;
+    let mut server = Server::start(&["-w", "2"]);
+    let mut conns: Vec<Tcp> = (0..CONNS)
+        .map(|i| {
+            let mut c = server.tcp();
+            c.send(format!("only message {i}\n").as_bytes());
+            c.shutdown_write();
+            c
+        })
+        .collect();
+    for c in &mut conns {
+        c.expect_eof();
+    }
+    // And in echo mode, where a reply is written after each short read.
+    let mut echo = Server::start(&["--mode", "echo", "-q"]);
+    for i in 0..50 {
+        let mut c = echo.tcp();
+        let line = format!("echo {i}\n");
+        c.send(line.as_bytes());
+        c.shutdown_write();
+        assert_eq!(c.line(), format!("echo {i}"));
+        c.expect_eof();
+    }
+    drop(conns);
+    let (lines, stderr) = server.finish();
+    assert_eq!(lines.len(), CONNS, "{lines:?}");
+    assert!(
+        summary(&stderr).contains(&format!("messages {CONNS} (tcp {CONNS}, udp 0)")),
+        "{}",
+        summary(&stderr)
+    );
+    let _ = echo.finish();
+}

@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use crate::message::Message;
+use crate::output::text::LineStart;
 use crate::output::{BATCH_BYTES, Clock, Format, SinkHandle};
 
 #[derive(Debug)]
@@ -15,6 +16,8 @@ pub struct Batch {
     buf: Vec<u8>,
     clock: Clock,
     format: Format,
+    /// Text lines of one read share their start (see [`LineStart`]).
+    line_start: LineStart,
     /// The sink refused the last batch; nothing more is read from TCP until it
     /// takes it.
     blocked: bool,
@@ -32,6 +35,7 @@ impl Batch {
             buf,
             clock: Clock::default(),
             format,
+            line_start: LineStart::default(),
             blocked: false,
             deadline: None,
             lost_at_deadline: false,
@@ -48,8 +52,14 @@ impl Batch {
     }
 
     /// Formats `message` into the batch.
+    #[inline]
     pub fn print(&mut self, message: &Message<'_>) {
-        self.format.write(message, &mut self.clock, &mut self.buf);
+        match self.format {
+            Format::Text => self
+                .line_start
+                .write_line(message, &mut self.clock, &mut self.buf),
+            Format::Json => self.format.write(message, &mut self.clock, &mut self.buf),
+        }
         if self.buf.len() >= BATCH_BYTES {
             self.flush();
         }

@@ -28,6 +28,9 @@ pub struct Conn {
     pub readable: bool,
     /// The same for writing: cleared when a write returns `WouldBlock`.
     pub writable: bool,
+    /// The kernel reported the peer's close (or an error): reading goes on until it
+    /// shows, even after a short read, since no further edge will come.
+    pub hung_up: bool,
     /// In the worker's ready list.
     pub queued: bool,
     /// Replies and relayed messages not yet written; `outbox[sent..]` is pending.
@@ -87,6 +90,7 @@ impl Conn {
             decoder,
             readable: true,
             writable: true,
+            hung_up: false,
             queued: false,
             outbox: Vec::new(),
             sent: 0,
