@@ -21,8 +21,8 @@ pub struct Conn {
     pub stream: TcpStream,
     pub peer: Peer,
     pub decoder: Decoder,
-    /// Readiness is edge-triggered: set by an event, cleared only when a read
-    /// returns `WouldBlock`. While it is set the connection sits in the worker's
+    /// Readiness is edge-triggered: set by an event, cleared when a read returns
+    /// `WouldBlock` or comes back short (see `handle_tcp`). While it is set the connection sits in the worker's
     /// ready list, so a budget-limited or paused read resumes later without a new
     /// event (and without re-registering the socket).
     pub readable: bool,

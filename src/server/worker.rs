@@ -1,7 +1,8 @@
 //! One worker: a mio event loop over every connection handed to it and its own UDP
-//! sockets. It reads until `WouldBlock` within a per-turn budget, cuts messages and
-//! handles them; a connection that used up its budget waits in the ready list for the
-//! next turn, so one flooding peer cannot starve the others on the same worker.
+//! sockets. It reads until the socket is empty (a short read or `WouldBlock`) within
+//! a per-turn budget, cuts messages and handles them; a connection that used up its
+//! budget waits in the ready list for the next turn, so one flooding peer cannot
+//! starve the others on the same worker.
 //!
 //! Sockets are registered once, for both directions, edge-triggered: pausing a
 //! connection (output full, outbox full) is a flag, not a re-registration, and the
