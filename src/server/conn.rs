@@ -22,9 +22,9 @@ pub struct Conn {
     pub peer: Peer,
     pub decoder: Decoder,
     /// Readiness is edge-triggered: set by an event, cleared when a read returns
-    /// `WouldBlock` or comes back short (see `handle_tcp`). While it is set the connection sits in the worker's
-    /// ready list, so a budget-limited or paused read resumes later without a new
-    /// event (and without re-registering the socket).
+    /// `WouldBlock` or comes back short (see `handle_tcp`). While it is set the
+    /// connection sits in the worker's ready list, so a budget-limited or paused read
+    /// resumes later without a new event (and without re-registering the socket).
     pub readable: bool,
     /// The same for writing: cleared when a write returns `WouldBlock`.
     pub writable: bool,
