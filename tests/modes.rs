@@ -111,15 +111,32 @@ fn a_never_reading_echo_client_keeps_server_memory_bounded() {
 fn discard_counts_and_prints_nothing() {
     let mut server = Server::start(&["--mode", "discard"]);
     let mut c = server.tcp();
-    c.send(&b"x\n".repeat(1000));
-    c.send(b"!Disconnect\n");
+    c.stream.set_nodelay(true).unwrap();
+    // Lines of many lengths, `\r\n` and empty ones, one oversize (--max-frame 65536),
+    // written in odd-sized pieces so reads end anywhere: discard counts each read
+    // without handing out its lines, and must still count exactly.
+    let mut stream = Vec::new();
+    for i in 0..3000 {
+        stream.extend_from_slice(&b"x".repeat(i % 200));
+        stream.extend_from_slice(if i % 3 == 0 { b"\r\n" } else { b"\n" });
+    }
+    stream.extend_from_slice(&[b'y'; 70_000]);
+    stream.extend_from_slice(b"\n");
+    for piece in stream.chunks(997) {
+        c.send(piece);
+    }
+    // `!Disconnect` split across reads; what follows it is never counted.
+    c.send(b"!Disc");
+    std::thread::sleep(Duration::from_millis(50));
+    c.send(b"onnect\r\nnot counted\n");
     c.expect_eof();
     server.udp().send(b"dgram").unwrap();
     // The datagram is counted before the summary: wait until it was read.
     let (stdout, stderr) = server.finish();
     assert!(stdout.is_empty());
     let s = summary(&stderr);
-    assert!(s.contains("(tcp 1000, "), "{s}");
+    assert!(s.contains("(tcp 3000, "), "{s}");
+    assert!(s.contains("oversize 1,"), "{s}");
 }
 
 #[test]

@@ -9,12 +9,37 @@
 //! stream a final line without its delimiter is delivered as it is (no `\r` strip,
 //! since no terminator came).
 //!
+//! A caller that only counts messages (discard) can [`skim`](LineDecoder::skim) a
+//! read instead: its lines are counted, not handed out, when none of them can be
+//! anything but a plain message.
+//!
 //! Octet framing reuses this decoder, one line at a time, for its RFC 6587
 //! non-transparent fallback ([`LineDecoder::step`]).
 
 use std::ops::ControlFlow;
+use std::sync::LazyLock;
 
-use super::{Frame, KEEP_CAPACITY, Oversize, too_long};
+use memchr::memmem::Finder;
+
+use super::{DISCONNECT, Frame, KEEP_CAPACITY, Oversize, too_long};
+
+/// Built once: a `Finder` analyses its needle (rare bytes, SIMD searcher), which is
+/// worth doing per process, not per read.
+static DISCONNECT_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(DISCONNECT));
+
+/// `!`, the first byte of [`DISCONNECT`].
+const DISCONNECT_START: u8 = DISCONNECT[0];
+
+/// Whether `!Disconnect` occurs in `input`. Most traffic has no `!` at all, and a
+/// one-byte search for it costs about a third of memmem's two-byte prefilter
+/// (callgrind), so memmem only searches from the first `!` on.
+fn contains_disconnect(input: &[u8]) -> bool {
+    memchr::memchr(DISCONNECT_START, input).is_some_and(|at| {
+        DISCONNECT_FINDER
+            .find(input.get(at..).unwrap_or_default())
+            .is_some()
+    })
+}
 
 /// Incremental line decoder. Complete lines are handed out straight from the input
 /// slice; only a line that straddles two reads is copied, into `pending`, which is
@@ -104,10 +129,66 @@ impl LineDecoder {
             let step = self.step(rest, &mut on_frame)?;
             rest = rest.get(step.consumed..).unwrap_or_default();
         }
+        self.release_if_empty();
+        ControlFlow::Continue(())
+    }
+
+    /// Consumes `input` as [`decode`](Self::decode) would when every frame it
+    /// completes is a plain message, and returns how many there were; otherwise
+    /// returns `None` and changes nothing, so the caller decodes `input` instead.
+    ///
+    /// Why: a caller that only counts messages (`--mode discard`) would otherwise pay
+    /// for a callback per line; this is two vectorised passes over the read (a search
+    /// for `!Disconnect`'s `!`, a delimiter count) and a look at the line in progress
+    /// and the tail.
+    /// It is deliberately conservative: `None` whenever a line could be oversize,
+    /// could be `!Disconnect` (which the caller must see, to close), or empty lines
+    /// are skipped (octet framing's fallback). The decoder state it leaves (`pending`,
+    /// `seen`) is the one `decode` leaves; property tests check it for every split.
+    pub fn skim(&mut self, input: &[u8]) -> Option<u64> {
+        if self.skip_empty {
+            return None;
+        }
+        let Some(first) = memchr::memchr(self.delimiter, input) else {
+            // No line ends here, so `decode` would only hold the bytes: do just that.
+            self.hold(input);
+            self.release_if_empty();
+            return Some(0);
+        };
+        // Every line but the first is shorter than the read, and so is the first when
+        // none is in progress: none of them can be oversize.
+        if input.len() > self.max_frame {
+            return None;
+        }
+        if self.seen > 0 {
+            // The line in progress ends here: it must fit, and be too long to be
+            // `!Disconnect` (with or without its `\r`), which began in an earlier read.
+            let total = self.seen + first as u64;
+            if total > self.max_frame as u64 || total <= DISCONNECT.len() as u64 + 1 {
+                return None;
+            }
+        }
+        // Any line that is `!Disconnect` lies wholly in this read.
+        if contains_disconnect(input) {
+            return None;
+        }
+        let count = memchr::memchr_iter(self.delimiter, input).count() as u64;
+        let tail = memchr::memrchr(self.delimiter, input)
+            .and_then(|last| input.get(last + 1..))
+            .unwrap_or_default();
+        self.pending.clear();
+        self.seen = 0;
+        self.hold(tail);
+        self.release_if_empty();
+        Some(count)
+    }
+
+    /// An idle connection holds no buffer: one that grew past `KEEP_CAPACITY` for a
+    /// long line is freed once empty.
+    fn release_if_empty(&mut self) {
         if self.pending.is_empty() && self.pending.capacity() > KEEP_CAPACITY {
             self.pending = Vec::new();
         }
-        ControlFlow::Continue(())
     }
 
     /// Consumes the front of `input` up to and including the first delimiter, or all
@@ -217,10 +298,13 @@ pub(super) fn encode(delimiter: u8, message: &[u8], out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    use std::ops::ControlFlow;
+
     use super::super::testing::{
-        Owned, collect, collect_split, config, cuts, msg, oversize, points,
+        Owned, collect, collect_split, config, cuts, msg, oversize, owned, points, split,
     };
-    use super::super::{Decoder, FrameConfig, Framing, Oversize, encode};
+    use super::super::{DISCONNECT, Decoder, Frame, FrameConfig, Framing, Oversize, encode};
+    use super::LineDecoder;
     use proptest::prelude::*;
 
     fn decoder(max: usize) -> Decoder {
@@ -345,6 +429,13 @@ mod tests {
             panic!("a line decoder")
         };
         assert_eq!(line.pending.capacity(), 0);
+        // Skimming keeps the same rule.
+        assert_eq!(d.skim(&big), Some(0));
+        assert_eq!(d.skim(b"\n"), Some(1));
+        let Decoder::Line(line) = &d else {
+            panic!("a line decoder")
+        };
+        assert_eq!(line.pending.capacity(), 0);
     }
 
     #[test]
@@ -353,6 +444,161 @@ mod tests {
             collect(&mut truncating(0), &[b"\r\nx\n\n"], true),
             vec![msg(b""), Owned::Truncated(Vec::new(), 1), msg(b"")]
         );
+    }
+
+    /// What a caller that only counts sees of a stream, as the worker does: runs of
+    /// messages as one count, every other frame, and where `!Disconnect` ended it.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Counted {
+        Messages(u64),
+        Other(Owned),
+        Disconnect,
+    }
+
+    fn add(log: &mut Vec<Counted>, n: u64) {
+        match log.last_mut() {
+            _ if n == 0 => {}
+            Some(Counted::Messages(m)) => *m += n,
+            _ => log.push(Counted::Messages(n)),
+        }
+    }
+
+    fn record(log: &mut Vec<Counted>, frame: Frame<'_>) -> ControlFlow<()> {
+        match frame {
+            Frame::Message(m) if m == DISCONNECT => return ControlFlow::Break(()),
+            Frame::Message(_) => add(log, 1),
+            other => log.push(Counted::Other(owned(other))),
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The line decoder's whole state.
+    fn state(d: &Decoder) -> (Vec<u8>, u64) {
+        let Decoder::Line(line) = d else {
+            panic!("a line decoder")
+        };
+        (line.pending.clone(), line.seen)
+    }
+
+    /// Feeds `chunks` as the worker does, through `skim` first when `skim` is set
+    /// and `decode` when it declines, until `!Disconnect` or the end of the stream;
+    /// returns what was seen and the decoder's state after each chunk and the finish.
+    fn count(
+        cfg: &FrameConfig,
+        chunks: &[&[u8]],
+        skim: bool,
+    ) -> (Vec<Counted>, Vec<(Vec<u8>, u64)>) {
+        let mut d = Decoder::new(cfg);
+        let mut log = Vec::new();
+        let mut states = Vec::new();
+        for chunk in chunks {
+            let skimmed = if skim { d.skim(chunk) } else { None };
+            let flow = match skimmed {
+                Some(n) => {
+                    add(&mut log, n);
+                    ControlFlow::Continue(())
+                }
+                None => d.decode(chunk, |f| record(&mut log, f)),
+            };
+            states.push(state(&d));
+            if flow.is_break() {
+                log.push(Counted::Disconnect);
+                return (log, states);
+            }
+        }
+        if d.finish(|f| record(&mut log, f)).is_break() {
+            log.push(Counted::Disconnect);
+        }
+        states.push(state(&d));
+        (log, states)
+    }
+
+    #[test]
+    fn skim_counts_plain_lines_and_keeps_the_tail() {
+        let mut d = decoder(64);
+        assert_eq!(d.skim(b"ab\nhey!\r\n\nef"), Some(3));
+        assert_eq!(d.buffered(), 2);
+        // The line in progress is completed and counted once it is surely no
+        // `!Disconnect`; the new tail is kept.
+        assert_eq!(d.skim(b"ghijklmnopqrstuv\nwx"), Some(1));
+        assert_eq!(d.buffered(), 2);
+        assert_eq!(collect(&mut d, &[b"yz"], true), vec![msg(b"wxyz")]);
+    }
+
+    #[test]
+    fn skim_leaves_disconnect_to_decode() {
+        let mut d = decoder(64);
+        assert_eq!(d.skim(b"0123456789abcdef"), Some(0));
+        assert_eq!(d.skim(b"\nok!\n!Disconnect\r\nlater\n"), None);
+        assert_eq!(state(&d), (b"0123456789abcdef".to_vec(), 16), "untouched");
+        // Split across reads, it is still seen: the short line in progress declines.
+        let mut d = decoder(64);
+        assert_eq!(d.skim(b"x\n!Disc"), Some(1));
+        assert_eq!(d.skim(b"onnect\n"), None);
+        let flow = d.decode(b"onnect\n", |f| match f {
+            Frame::Message(m) if m == DISCONNECT => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        });
+        assert!(flow.is_break());
+    }
+
+    #[test]
+    fn skim_leaves_long_lines_to_decode() {
+        let mut d = decoder(16);
+        assert_eq!(
+            d.skim(b"0123456789abcdefg\n"),
+            None,
+            "the read is longer than max_frame"
+        );
+        assert_eq!(d.skim(b"ok\n0123456789"), Some(1));
+        // The line in progress would be 17 bytes: oversize, for `decode` to report.
+        assert_eq!(d.skim(b"abcdefg\n"), None);
+        assert_eq!(
+            collect(&mut d, &[b"abcdefg\n"], true),
+            vec![Owned::Oversize(17)]
+        );
+        // Without a delimiter nothing is emitted: held exactly as `decode` holds it.
+        let mut d = decoder(4);
+        assert_eq!(d.skim(b"0123456789"), Some(0));
+        assert_eq!(state(&d), (Vec::new(), 10));
+        assert_eq!(collect(&mut d, &[b"\n"], true), vec![Owned::Oversize(10)]);
+    }
+
+    #[test]
+    fn only_plain_line_framing_skims() {
+        for framing in [Framing::Length, Framing::Octet, Framing::Raw] {
+            let mut d = Decoder::new(&config(framing, 64, Oversize::Drop));
+            assert_eq!(d.skim(b"a\nb\n"), None, "{framing:?}");
+            assert_eq!(d.buffered(), 0);
+        }
+        // Octet framing's fallback skips empty lines: not plain counting.
+        let mut d = LineDecoder::fallback(64, Oversize::Drop);
+        assert_eq!(d.skim(b"a\n\nb\n"), None);
+    }
+
+    /// A `max_frame`, lines and read sizes for the skim property: `!Disconnect` in
+    /// its forms and look-alikes, empty lines, lines of any bytes, and lines and reads
+    /// of about `max_frame` bytes, where the limits are.
+    fn skim_case() -> impl Strategy<Value = (usize, Vec<Vec<u8>>, Vec<usize>)> {
+        prop_oneof![0usize..40, 40usize..400].prop_flat_map(|max| {
+            let near = max.saturating_sub(2)..max + 3;
+            let byte = prop_oneof![b'a'..=b'z', Just(b'\r'), Just(b'!'), any::<u8>()];
+            let line = prop_oneof![
+                Just(DISCONNECT.to_vec()),
+                Just(b"!Disconnect\r".to_vec()),
+                Just(b"x!Disconnect".to_vec()),
+                Just(Vec::new()),
+                Just(b"\r".to_vec()),
+                proptest::collection::vec(byte.clone(), 0..50),
+                proptest::collection::vec(byte, near.clone()),
+            ];
+            let size = prop_oneof![1usize..16, near, 1usize..600];
+            (
+                Just(max),
+                proptest::collection::vec(line, 0..24),
+                proptest::collection::vec(size, 0..24),
+            )
+        })
     }
 
     /// Lines (without `\n`), some ending in `\r`, some longer than the tests' 16.
@@ -384,6 +630,29 @@ mod tests {
                 }
             }).collect();
             prop_assert_eq!(whole, expected);
+        }
+
+        #[test]
+        fn skim_then_decode_equals_decode(
+            (max, lines, sizes) in skim_case(),
+            unterminated in any::<bool>(),
+            oversize in oversize(),
+            delimiter in prop_oneof![Just(b'\n'), Just(b'\0')],
+        ) {
+            let cfg = FrameConfig { delimiter, ..config(Framing::Line, max, oversize) };
+            let mut stream = Vec::new();
+            for l in &lines { encode(&cfg, l, &mut stream); }
+            if unterminated && stream.last() == Some(&delimiter) { stream.pop(); }
+            // Reads of `sizes` bytes, then the rest of the stream.
+            let points: Vec<usize> = sizes.iter().scan(0, |at, n| { *at += n; Some(*at) }).collect();
+            let chunks = split(&stream, &points);
+            prop_assert_eq!(count(&cfg, &chunks, true), count(&cfg, &chunks, false));
+            // And reads of every small size: a line longer than the read always
+            // straddles two, so the line in progress meets every limit.
+            for size in 1..=(max + 2).min(48) {
+                let chunks: Vec<&[u8]> = stream.chunks(size).collect();
+                prop_assert_eq!(count(&cfg, &chunks, true), count(&cfg, &chunks, false), "reads of {}", size);
+            }
         }
 
         #[test]

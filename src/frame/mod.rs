@@ -141,6 +141,19 @@ impl Decoder {
         }
     }
 
+    /// The number of messages `input` holds, consumed as [`decode`](Self::decode)
+    /// would, when it completes nothing but plain messages; `None` (nothing
+    /// consumed) when it needs `decode`. Only line framing skims
+    /// ([`LineDecoder::skim`]): the counted framings' headers must be parsed one by
+    /// one anyway, and a raw read is always one message.
+    #[inline]
+    pub fn skim(&mut self, input: &[u8]) -> Option<u64> {
+        match self {
+            Decoder::Line(d) => d.skim(input),
+            Decoder::Length(_) | Decoder::Octet(_) | Decoder::Raw(_) => None,
+        }
+    }
+
     /// The stream has ended: a final line without its terminator is delivered; a
     /// length or octet frame cut short is reported as [`Frame::Incomplete`]. The
     /// decoder is then empty and could start a new stream.
@@ -339,15 +352,19 @@ pub(crate) mod testing {
         }
     }
 
+    pub fn owned(frame: Frame<'_>) -> Owned {
+        match frame {
+            Frame::Message(m) => Owned::Message(m.to_vec()),
+            Frame::Oversize { len } => Owned::Oversize(len),
+            Frame::Truncated { message, len } => Owned::Truncated(message.to_vec(), len),
+            Frame::Incomplete { len } => Owned::Incomplete(len),
+        }
+    }
+
     pub fn collect(decoder: &mut Decoder, chunks: &[&[u8]], finish: bool) -> Vec<Owned> {
         let mut out = Vec::new();
         let mut push = |f: Frame<'_>| {
-            out.push(match f {
-                Frame::Message(m) => Owned::Message(m.to_vec()),
-                Frame::Oversize { len } => Owned::Oversize(len),
-                Frame::Truncated { message, len } => Owned::Truncated(message.to_vec(), len),
-                Frame::Incomplete { len } => Owned::Incomplete(len),
-            });
+            out.push(owned(f));
             ControlFlow::Continue(())
         };
         for chunk in chunks {

@@ -37,6 +37,14 @@ pub struct Actions {
     pub relay: Relay,
 }
 
+impl Actions {
+    /// Nothing but the count of messages is needed (discard), so a decoder may count
+    /// a read's messages without handing each one out ([`crate::frame::Decoder::skim`]).
+    pub fn counts_only(&self) -> bool {
+        !self.print && !self.reply && self.relay == Relay::None
+    }
+}
+
 impl Mode {
     /// The actions for every message in this mode; `quiet` (-q) stops echo from
     /// printing what it returns.
@@ -89,5 +97,24 @@ mod tests {
         assert_eq!(Mode::Chat.actions(false), a(true, false, Relay::Chat));
         assert_eq!(Mode::Broker.udp_actions(false), a(true, false, Relay::None));
         assert_eq!(Mode::Echo.udp_actions(false), a(true, true, Relay::None));
+    }
+
+    #[test]
+    fn only_discard_counts_only() {
+        for mode in [
+            Mode::Print,
+            Mode::Echo,
+            Mode::Discard,
+            Mode::Broker,
+            Mode::Chat,
+        ] {
+            for quiet in [false, true] {
+                assert_eq!(
+                    mode.actions(quiet).counts_only(),
+                    mode == Mode::Discard,
+                    "{mode:?} quiet={quiet}"
+                );
+            }
+        }
     }
 }

@@ -576,9 +576,23 @@ fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn {
             received_at,
         };
         let before = *messages;
-        let flow = decoder.decode(&buf[..n], |frame| {
-            on_frame(frame, &source, messages, outbox, h)
-        });
+        let input = &buf[..n];
+        // Discard needs only how many messages a read held: `skim` counts them in
+        // vectorised passes instead of a callback per line. Whatever it cannot vouch
+        // for (oversize, `!Disconnect`, other framings) takes `decode`, which stays
+        // the single source of truth; property tests prove the two agree.
+        let skimmed = if h.actions.counts_only() {
+            decoder.skim(input)
+        } else {
+            None
+        };
+        let flow = match skimmed {
+            Some(count) => {
+                *messages += count;
+                ControlFlow::Continue(())
+            }
+            None => decoder.decode(input, |frame| on_frame(frame, &source, messages, outbox, h)),
+        };
         h.counters.messages(Proto::Tcp, *messages - before);
         if flow.is_break() {
             return Turn::Close(CloseReason::Disconnect);

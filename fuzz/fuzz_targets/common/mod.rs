@@ -4,7 +4,9 @@
 #![allow(dead_code)] // each target uses only part of it
 use std::ops::ControlFlow;
 
-use sockpool::frame::{Decoder, Frame, FrameConfig, Framing, MAX_HEADER, Oversize, encode};
+use sockpool::frame::{
+    DISCONNECT, Decoder, Frame, FrameConfig, Framing, MAX_HEADER, Oversize, encode,
+};
 
 /// An owned frame, to compare the frames of differently split streams.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,4 +136,83 @@ pub fn check_round_trip(config: &FrameConfig, frames: &[Owned]) {
         }
     }
     assert_eq!(decode(config, &[&stream]), messages, "round trip");
+}
+
+/// What a caller that only counts messages sees (the server in discard mode): runs of
+/// messages as one count, every other frame, and where `!Disconnect` ended it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Counted {
+    Messages(u64),
+    Other(Owned),
+    Disconnect,
+}
+
+/// Feeds `chunks` as the server does, through `Decoder::skim` first when `skim` is
+/// set and `decode` when it declines, until `!Disconnect` or the end; returns what
+/// was seen and `buffered()` after each chunk.
+pub fn count(config: &FrameConfig, chunks: &[&[u8]], skim: bool) -> (Vec<Counted>, Vec<usize>) {
+    fn add(log: &mut Vec<Counted>, n: u64) {
+        match log.last_mut() {
+            _ if n == 0 => {}
+            Some(Counted::Messages(m)) => *m += n,
+            _ => log.push(Counted::Messages(n)),
+        }
+    }
+    let record = |log: &mut Vec<Counted>, f: Frame<'_>| {
+        match f {
+            Frame::Message(m) if m == DISCONNECT => return ControlFlow::Break(()),
+            Frame::Message(_) => add(log, 1),
+            Frame::Oversize { len } => log.push(Counted::Other(Owned::Oversize(len))),
+            Frame::Truncated { message, len } => {
+                log.push(Counted::Other(Owned::Truncated(message.to_vec(), len)))
+            }
+            Frame::Incomplete { len } => log.push(Counted::Other(Owned::Incomplete(len))),
+        }
+        ControlFlow::Continue(())
+    };
+    let mut decoder = Decoder::new(config);
+    let mut log = Vec::new();
+    let mut buffered = Vec::new();
+    for chunk in chunks {
+        let skimmed = if skim { decoder.skim(chunk) } else { None };
+        let flow = match skimmed {
+            Some(n) => {
+                add(&mut log, n);
+                ControlFlow::Continue(())
+            }
+            None => decoder.decode(chunk, |f| record(&mut log, f)),
+        };
+        buffered.push(decoder.buffered());
+        if flow.is_break() {
+            log.push(Counted::Disconnect);
+            return (log, buffered);
+        }
+    }
+    if decoder.finish(|f| record(&mut log, f)).is_break() {
+        log.push(Counted::Disconnect);
+    }
+    buffered.push(decoder.buffered());
+    (log, buffered)
+}
+
+/// Skimming is invisible: counting through `skim` (falling back to `decode`) sees
+/// the same messages, frames, `!Disconnect` and final line as `decode` alone, for
+/// the case's split, byte by byte, and reads of `max_frame` (+ 1) bytes.
+pub fn check_skim(case: &Case<'_>) {
+    let max = case.config.max_frame;
+    let mut splits = vec![
+        split(case.stream, &case.cuts),
+        case.stream.chunks(1).collect(),
+    ];
+    for size in [max, max + 1] {
+        splits.push(case.stream.chunks(size.max(1)).collect());
+    }
+    for chunks in &splits {
+        assert_eq!(
+            count(&case.config, chunks, true),
+            count(&case.config, chunks, false),
+            "reads of {:?} bytes",
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+        );
+    }
 }
