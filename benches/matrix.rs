@@ -24,6 +24,10 @@ use socket2::{Domain, Socket, Type};
 
 const TCP_CONNS: usize = 100;
 const P1_PER_CONN: usize = 60_000;
+/// Times each connection sends its payload: a run lasts about a second, long enough
+/// that starting 100 sender threads is not part of the figure.
+const P1_REPEAT: usize = 2;
+const P1D_REPEAT: usize = 10;
 const MSG: usize = 64;
 const IDLE_CONNS: usize = 19_000;
 const WAIT: Duration = Duration::from_secs(120);
@@ -57,7 +61,7 @@ impl Kind {
             ),
             Kind::Raw => (
                 release.join("examples/raw_ceiling"),
-                vec!["-l", "127.0.0.1:0"],
+                vec!["-l", "127.0.0.1:0", "-w", "2"],
             ),
         };
         assert!(
@@ -249,12 +253,13 @@ fn connect(addr: SocketAddr, source: Option<[u8; 4]>) -> TcpStream {
     socket.into()
 }
 
-/// P1 / P1d: every connection writes its payload, half-closes and waits for EOF.
+/// P1 / P1d: every connection writes its payload `repeat` times, half-closes and
+/// waits for EOF.
 /// Returns messages per second, timed to the last line counted (`print`) or to the
 /// last EOF (`discard`, raw ceiling).
-fn ingest(kind: Kind, mode: &str, data: &[Arc<Vec<u8>>], by_lines: bool) -> f64 {
+fn ingest(kind: Kind, mode: &str, data: &[Arc<Vec<u8>>], repeat: usize, by_lines: bool) -> f64 {
     let server = Running::start(kind, mode, false);
-    let total = (data.len() * data[0].len() / MSG) as u64;
+    let total = (data.len() * data[0].len() / MSG * repeat) as u64;
     server.expect_lines(total);
     let conns: Vec<TcpStream> = (0..data.len()).map(|_| connect(server.tcp, None)).collect();
     let barrier = Arc::new(Barrier::new(conns.len() + 1));
@@ -266,7 +271,9 @@ fn ingest(kind: Kind, mode: &str, data: &[Arc<Vec<u8>>], by_lines: bool) -> f64 
             thread::spawn(move || {
                 b.wait();
                 let start = Instant::now();
-                s.write_all(&payload).unwrap();
+                for _ in 0..repeat {
+                    s.write_all(&payload).unwrap();
+                }
                 s.shutdown(Shutdown::Write).unwrap();
                 let mut rest = [0u8; 64];
                 while s.read(&mut rest).map(|n| n > 0).unwrap_or(false) {}
@@ -629,7 +636,10 @@ fn main() {
     if wanted("P1") || wanted("P1d") {
         let data = payloads(P1_PER_CONN);
         if wanted("P1") {
-            eprintln!("P1: TCP ingest, print, {TCP_CONNS} connections × {P1_PER_CONN} × 64 B");
+            eprintln!(
+                "P1: TCP ingest, print, {TCP_CONNS} connections × {} × 64 B",
+                P1_PER_CONN * P1_REPEAT
+            );
             let ok: Vec<String> = both
                 .iter()
                 .map(|k| {
@@ -645,7 +655,9 @@ fn main() {
                 })
                 .collect();
             eprintln!("  verify: {}", ok.join("; "));
-            let m = alternate(&all, &|k| ingest(k, "print", &data, k != Kind::Raw));
+            let m = alternate(&all, &|k| {
+                ingest(k, "print", &data, P1_REPEAT, k != Kind::Raw)
+            });
             row(
                 "P1",
                 "TCP ingest, print (msgs/s)",
@@ -662,8 +674,11 @@ fn main() {
             );
         }
         if wanted("P1d") {
-            eprintln!("P1d: TCP ingest, discard");
-            let m = alternate(&all, &|k| ingest(k, "discard", &data, false));
+            eprintln!(
+                "P1d: TCP ingest, discard, {TCP_CONNS} connections × {} × 64 B",
+                P1_PER_CONN * P1D_REPEAT
+            );
+            let m = alternate(&all, &|k| ingest(k, "discard", &data, P1D_REPEAT, false));
             row(
                 "P1d",
                 "TCP ingest, discard (msgs/s)",

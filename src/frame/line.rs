@@ -156,9 +156,19 @@ impl LineDecoder {
             return Some(0);
         };
         // Every line but the first is shorter than the read, and so is the first when
-        // none is in progress: none of them can be oversize.
+        // none is in progress: in a read of at most `max_frame` bytes none of them
+        // can be oversize. In a longer read, a delimiter in every block of half that
+        // size keeps consecutive delimiters closer than `max_frame` (a memchr per
+        // block, each stopping at the block's first line end).
         if input.len() > self.max_frame {
-            return None;
+            let half = (self.max_frame / 2).max(1);
+            let delimiter = self.delimiter;
+            if !input
+                .chunks_exact(half)
+                .all(|block| memchr::memchr(delimiter, block).is_some())
+            {
+                return None;
+            }
         }
         if self.seen > 0 {
             // The line in progress ends here: it must fit, and be too long to be
@@ -548,7 +558,16 @@ mod tests {
         assert_eq!(
             d.skim(b"0123456789abcdefg\n"),
             None,
-            "the read is longer than max_frame"
+            "a line longer than max_frame"
+        );
+        // A read longer than max_frame is skimmed when its lines are short: a line
+        // end in every 8-byte block.
+        assert_eq!(d.skim(b"0123456\n0123456\n0123456\n"), Some(3));
+        // A line of 15 bytes straddles a block with no line end: decode decides.
+        assert_eq!(d.skim(b"0\n0123456789abcde\n0\n"), None);
+        assert_eq!(
+            collect(&mut d, &[b"0\n0123456789abcde\n0\n"], true).len(),
+            3
         );
         assert_eq!(d.skim(b"ok\n0123456789"), Some(1));
         // The line in progress would be 17 bytes: oversize, for `decode` to report.

@@ -60,10 +60,13 @@ pub const WAKER: Token = Token(usize::MAX - 1);
 /// UDP socket `i` is registered as `UDP_BASE - i`.
 const UDP_BASE: usize = usize::MAX - 2;
 
-/// Bytes read from one connection per turn before the next one gets its go.
-const READ_BUDGET: usize = 256 * 1024;
-/// The read buffer shared by all of a worker's connections.
-const READ_BUF: usize = 64 * 1024;
+/// Bytes read from one connection per turn before the next one gets its go: four
+/// full reads.
+const READ_BUDGET: usize = 1024 * 1024;
+/// The read buffer shared by all of a worker's connections: one per worker, so it
+/// can be big. A streaming sender's reads then carry thousands of messages each,
+/// which is what keeps ingest within reach of a reader that only counts lines.
+const READ_BUF: usize = 256 * 1024;
 /// Echo: a connection whose replies pile up past this stops being read until they
 /// drain below half of it, so a client that sends but never reads cannot grow the
 /// server's memory.
