@@ -12,7 +12,7 @@ pub mod json;
 pub mod pipe;
 pub mod text;
 
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
@@ -150,6 +150,9 @@ impl Sink {
     }
 }
 
+/// Most batches the writer takes off the queue for one `writev`.
+const BATCHES_PER_WRITE: usize = 16;
+
 fn write_batches<W: Write>(
     mut out: W,
     batches: &Receiver<Vec<u8>>,
@@ -157,9 +160,20 @@ fn write_batches<W: Write>(
     waiters: &[Arc<Waiter>],
     budget: &Budget,
 ) -> io::Result<()> {
-    while let Ok(mut batch) = batches.recv() {
-        out.write_all(&batch)?;
-        budget.queued.fetch_sub(batch.len(), Ordering::SeqCst);
+    let mut taken: Vec<Vec<u8>> = Vec::with_capacity(BATCHES_PER_WRITE);
+    while let Ok(first) = batches.recv() {
+        // Whatever else is queued goes out in the same `writev`: under load the
+        // reader of stdout is woken once per megabyte rather than per batch.
+        taken.push(first);
+        while taken.len() < BATCHES_PER_WRITE {
+            match batches.try_recv() {
+                Ok(batch) => taken.push(batch),
+                Err(_) => break,
+            }
+        }
+        write_all_vectored(&mut out, &taken)?;
+        let written: usize = taken.iter().map(Vec::len).sum();
+        budget.queued.fetch_sub(written, Ordering::SeqCst);
         // There is room in the queue again: let every waiting worker retry. (After
         // the room was made, so a worker that saw the queue full cannot miss it.)
         for waiter in waiters {
@@ -167,15 +181,34 @@ fn write_batches<W: Write>(
                 (waiter.notify)();
             }
         }
-        batch.clear();
-        if batch.capacity() <= 4 * BATCH_BYTES {
-            let _ = recycle.try_send(batch);
+        for mut batch in taken.drain(..) {
+            batch.clear();
+            if batch.capacity() <= 4 * BATCH_BYTES {
+                let _ = recycle.try_send(batch);
+            }
         }
         if batches.is_empty() {
             out.flush()?;
         }
     }
     out.flush()
+}
+
+/// `write_all` for several buffers at once (`Write::write_all_vectored` is not
+/// stable yet).
+fn write_all_vectored<W: Write>(out: &mut W, batches: &[Vec<u8>]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = batches.iter().map(|b| IoSlice::new(b)).collect();
+    let mut rest = &mut slices[..];
+    IoSlice::advance_slices(&mut rest, 0);
+    while !rest.is_empty() {
+        match out.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 impl SinkHandle {
@@ -245,6 +278,36 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
     use std::sync::atomic::AtomicUsize;
+
+    /// Takes at most 7 bytes of the first buffer per call, as a pipe may.
+    struct Trickle(Vec<u8>);
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(7);
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn vectored_write_survives_partial_writes_and_empty_batches() {
+        let batches: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            b"first line\n".to_vec(),
+            Vec::new(),
+            b"second\nthird\n".to_vec(),
+            Vec::new(),
+        ];
+        let mut out = Trickle(Vec::new());
+        write_all_vectored(&mut out, &batches).unwrap();
+        assert_eq!(out.0, b"first line\nsecond\nthird\n");
+        write_all_vectored(&mut out, &[]).unwrap();
+        assert_eq!(out.0.len(), 24);
+    }
 
     /// A writer that blocks until the test lets it go, to fill the queue.
     struct Gate {
