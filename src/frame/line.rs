@@ -21,6 +21,7 @@ use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
 
+use super::delimiters::Delimiters;
 use super::{DISCONNECT, Frame, KEEP_CAPACITY, Oversize, too_long};
 
 /// Built once: a `Finder` analyses its needle (rare bytes, SIMD searcher), which is
@@ -116,10 +117,11 @@ impl LineDecoder {
         let mut rest = input;
         if self.seen == 0 {
             // Fast path, no line in progress: every complete line is handed out
-            // straight from the input, found by one memchr iterator over the whole
-            // read rather than a fresh search per line.
+            // straight from the input, found by one bitmask pass over the whole read
+            // (`Delimiters`) rather than a search per line: memchr's per-call setup
+            // costs more than the search when lines are short.
             let mut start = 0;
-            for end in memchr::memchr_iter(self.delimiter, input) {
+            for end in Delimiters::new(self.delimiter, input) {
                 self.emit(input.get(start..end).unwrap_or_default(), &mut on_frame)?;
                 start = end + 1;
             }

@@ -14,6 +14,7 @@
 //! and delivered as [`Frame::Truncated`]. Lengths announced by a header are never
 //! trusted for allocation: bytes are kept as they arrive, up to `max_frame`.
 
+mod delimiters;
 mod length;
 mod line;
 mod octet;
