@@ -442,7 +442,7 @@ fn kernel_drops_under_a_small_recv_buffer_are_counted() {
     // and drops the rest.
     // SAFETY: signals to the child we spawned.
     unsafe { libc::kill(server.pid, libc::SIGSTOP) };
-    wait_stopped(server.pid);
+    support::wait_stopped(server.pid);
     let payload = [b'd'; 200];
     for _ in 0..300 {
         sender.send_to(&payload, server.udp_addr()).unwrap();
@@ -478,28 +478,6 @@ fn kernel_drops_under_a_small_recv_buffer_are_counted() {
         "the 4 KiB buffer kept {kept} datagrams: not applied"
     );
     assert_eq!(udp + drops, 1 + 300 + markers, "{summary}");
-}
-
-/// Waits until every thread of `pid` is stopped (state `T` in /proc).
-fn wait_stopped(pid: i32) {
-    let deadline = support::deadline();
-    loop {
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
-        let all_stopped = tasks.filter_map(Result::ok).all(|task| {
-            std::fs::read_to_string(task.path().join("stat"))
-                .ok()
-                .and_then(|stat| {
-                    let rest = stat.get(stat.rfind(')')? + 2..)?;
-                    rest.chars().next()
-                })
-                == Some('T')
-        });
-        if all_stopped {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the server did not stop");
-        thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Whether `marker` shows on stdout within 300 ms; the lines read go to `stdout`.

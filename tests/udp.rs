@@ -1,11 +1,12 @@
-//! UDP: one datagram is one message, delivered exactly; `!Disconnect` is not
-//! printed; IPv6 loopback for TCP and UDP.
+//! UDP: one datagram is one message, delivered exactly (one at a time and in bursts
+//! read many per `recvmmsg`); `!Disconnect` is not printed; IPv6 loopback for TCP
+//! and UDP.
 
 mod support;
 
 use std::io::Write;
 
-use support::{Server, parse_json, summary};
+use support::{Server, group_by, parse_json, summary, summary_count, udp_from};
 
 #[test]
 fn datagrams_arrive_exact() {
@@ -60,6 +61,82 @@ fn disconnect_datagram_is_not_printed() {
     assert!(rest.is_empty(), "extra output: {rest:?}");
     let s = summary(&stderr);
     assert!(s.contains("messages 2 (tcp 0, udp 2)"), "{s}");
+}
+
+/// A burst of many `recvmmsg` batches (32 datagrams each), queued while the server
+/// is stopped so that it reads them back to back, from four sources, with sizes up
+/// to exactly `--max-frame`, one datagram a byte past it and a `!Disconnect` in the
+/// middle: every other datagram is printed once, in order per source, and the
+/// summary counts them all.
+#[test]
+fn a_burst_of_many_batches_is_delivered_exactly() {
+    const TOTAL: usize = 400; // ~330 KiB of kernel buffer: under the default rmem_max
+    const MAX_FRAME: usize = 1000;
+    let mut server = Server::start(&[
+        "--format",
+        "json",
+        "--max-frame",
+        "1000",
+        "--recv-buffer",
+        "4194304",
+    ]);
+    let sources: Vec<_> = (1..=4).map(|i| udp_from(&format!("127.0.0.{i}"))).collect();
+    // SAFETY: a signal to the child this test spawned.
+    unsafe { libc::kill(server.pid, libc::SIGSTOP) };
+    support::wait_stopped(server.pid);
+
+    let mut printed_by_source = vec![Vec::new(); sources.len()];
+    let mut bytes = 0;
+    for i in 0..TOTAL {
+        let s = i % sources.len();
+        let datagram = match i {
+            101 => vec![b'm'; MAX_FRAME], // the longest accepted
+            202 => vec![b'o'; MAX_FRAME + 1],
+            303 => b"!Disconnect".to_vec(),
+            _ => {
+                let mut d = format!("{s}:{i:03}:").into_bytes();
+                d.resize(d.len() + i * 37 % 190, b'a' + (i % 26) as u8);
+                d
+            }
+        };
+        sources[s].send_to(&datagram, server.udp_addr()).unwrap();
+        bytes += datagram.len();
+        if i != 202 && i != 303 {
+            printed_by_source[s].push(datagram);
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(server.pid, libc::SIGCONT) };
+
+    let expected = TOTAL - 2;
+    let lines = server.lines(expected);
+    let (rest, stderr) = server.finish();
+    assert!(rest.is_empty(), "extra output: {rest:?}");
+    let printed = group_by(lines.iter().map(|l| {
+        let j = parse_json(l);
+        (j.peer, j.bytes)
+    }));
+    for (source, want) in sources.iter().zip(&printed_by_source) {
+        let peer = source.local_addr().unwrap().to_string();
+        let got = printed.get(&peer).map_or(&[][..], Vec::as_slice);
+        assert_eq!(got.len(), want.len(), "datagrams printed from {peer}");
+        for (k, (got, want)) in got.iter().zip(want).enumerate() {
+            assert_eq!(got, want, "datagram {k} from {peer}");
+        }
+    }
+    let s = summary(&stderr);
+    assert!(
+        s.contains(&format!("messages {expected} (tcp 0, udp {expected})")),
+        "{s}"
+    );
+    assert!(s.contains(&format!("(tcp 0, udp {bytes})")), "bytes: {s}");
+    assert!(s.contains("dropped 1 (oversize 1, queue_full 0"), "{s}");
+    assert_eq!(summary_count(s, "udp_kernel_drops"), 0, "{s}");
+    let warned = stderr
+        .iter()
+        .filter(|l| l.contains("longer than --max-frame"))
+        .count();
+    assert_eq!(warned, 1, "{}", stderr.join("\n"));
 }
 
 #[test]

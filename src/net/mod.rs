@@ -2,10 +2,12 @@
 //! functions over socket2 that return errors naming the action and the address.
 //! These keep the teaching project's names: `stream_socket`, `datagram_socket`,
 //! `bind`, `listen`, `accept`, `connect`, `send_message`, `sendto`, `recvfrom`.
+//! The server reads UDP in batches through [`mmsg::RecvBatch`] (`recvmmsg`).
 
 pub mod fdlimit;
 pub mod filter;
 pub mod listen;
+pub mod mmsg;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -142,55 +144,8 @@ pub fn recvfrom(socket: &mio::net::UdpSocket, buf: &mut [u8]) -> io::Result<(usi
     socket.recv_from(buf)
 }
 
-/// Receives one datagram like [`recvfrom`], and with it the kernel's count of
-/// datagrams dropped on this socket for want of buffer room (SO_RXQ_OVFL, enabled by
-/// [`enable_drop_count`]); the count is cumulative and only present once non-zero.
-/// `cmsg` is a control buffer made by [`drop_count_buffer`], reused across calls.
-pub fn recvfrom_counting_drops(
-    socket: &mio::net::UdpSocket,
-    buf: &mut [u8],
-    cmsg: &mut [u8],
-) -> io::Result<(usize, SocketAddr, Option<u32>)> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage};
-    use std::os::fd::AsRawFd;
-    let mut iov = [io::IoSliceMut::new(buf)];
-    let msg = nix::sys::socket::recvmsg::<SockaddrStorage>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(cmsg),
-        MsgFlags::empty(),
-    )
-    .map_err(io::Error::from)?;
-    let mut drops = None;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::RxqOvfl(count) = c {
-                drops = Some(count);
-            }
-        }
-    }
-    let addr = msg.address.as_ref().and_then(|a| {
-        if let Some(v4) = a.as_sockaddr_in() {
-            Some(SocketAddr::V4((*v4).into()))
-        } else {
-            a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
-        }
-    });
-    match addr {
-        Some(addr) => Ok((msg.bytes, addr, drops)),
-        None => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "datagram without an internet source address",
-        )),
-    }
-}
-
-/// A control buffer with room for the SO_RXQ_OVFL message.
-pub fn drop_count_buffer() -> Vec<u8> {
-    nix::cmsg_space!(u32)
-}
-
-/// Asks the kernel to attach its drop count to received datagrams (SO_RXQ_OVFL).
+/// Asks the kernel to attach its drop count to received datagrams (SO_RXQ_OVFL);
+/// [`mmsg::RecvBatch`] reports it with each datagram.
 pub fn enable_drop_count<S: std::os::fd::AsFd>(socket: &S) -> io::Result<()> {
     nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::RxqOvfl, &1)
         .map_err(io::Error::from)

@@ -1,8 +1,10 @@
 //! The teaching project's `handle_udp`: each worker reads its own SO_REUSEPORT
-//! socket. A datagram is one message. UDP never blocks: a datagram that cannot be
-//! queued for output is dropped and counted, and so is one from an address that
-//! `--allow`/`--deny` turn away. Datagrams the kernel itself dropped (socket buffer
-//! full) are learnt from the SO_RXQ_OVFL count that comes with the next datagram.
+//! socket, up to 32 datagrams per `recvmmsg` (one syscall per batch, one clock
+//! reading per batch). A datagram is one message. UDP never blocks: a datagram that
+//! cannot be queued for output is dropped and counted, and so is one from an address
+//! that `--allow`/`--deny` turn away. Datagrams the kernel itself dropped (socket
+//! buffer full) are learnt from the SO_RXQ_OVFL count that comes with the next
+//! datagram.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +17,7 @@ use tracing::warn;
 use crate::frame::{DISCONNECT, FrameConfig};
 use crate::message::{Message, Peer, Proto};
 use crate::net::filter::Filter;
+use crate::net::mmsg::{self, RecvBatch};
 
 use super::batch::Batch;
 use super::mode::Actions;
@@ -22,6 +25,17 @@ use super::stats::{Counters, DropReason};
 
 /// Datagrams read from one socket per turn before TCP connections get theirs.
 const UDP_BUDGET: usize = 256;
+
+/// The largest slot a datagram needs: no UDP payload reaches 64 KiB.
+const MAX_DATAGRAM: usize = 64 * 1024;
+
+/// The receive buffers for a worker's UDP sockets (shared by them, like the TCP read
+/// buffer; none when it has no UDP socket). A slot is one byte past `--max-frame`, so
+/// a longer datagram is cut to it and shows as oversize.
+pub fn datagram_batch(frame: &FrameConfig, sockets: usize) -> RecvBatch {
+    let slots = if sockets == 0 { 0 } else { mmsg::SLOTS };
+    RecvBatch::new(slots, frame.max_frame.saturating_add(1).min(MAX_DATAGRAM))
+}
 
 /// One UDP socket on its worker.
 #[derive(Debug)]
@@ -34,8 +48,6 @@ pub struct UdpReader {
     filter: Arc<Filter>,
     /// The last source address checked against the filter, and the verdict.
     last_verdict: Option<(IpAddr, bool)>,
-    /// Control-message buffer for the kernel's drop count.
-    cmsg: Vec<u8>,
     /// The kernel's cumulative drop count last seen on this socket.
     kernel_drops: u32,
 }
@@ -48,7 +60,6 @@ impl UdpReader {
             last_peer: None,
             filter,
             last_verdict: None,
-            cmsg: crate::net::drop_count_buffer(),
             kernel_drops: 0,
         }
     }
@@ -83,95 +94,126 @@ impl UdpReader {
             .1
     }
 
-    /// Reads up to a budget of datagrams (all of them while draining).
+    /// Reads up to a budget of datagrams (all of them while draining), a batch per
+    /// syscall, until the socket is empty.
     pub fn handle_udp(
         &mut self,
-        buf: &mut [u8],
+        datagrams: &mut RecvBatch,
         frame: &FrameConfig,
         batch: &mut Batch,
         counters: &Counters,
         actions: Actions,
         draining: bool,
     ) {
-        // One byte past the limit, so a longer datagram shows as oversize.
-        let limit = (frame.max_frame + 1).min(buf.len());
         let mut count = 0;
         while draining || count < UDP_BUDGET {
-            count += 1;
-            let received = crate::net::recvfrom_counting_drops(
-                &self.socket,
-                &mut buf[..limit],
-                &mut self.cmsg,
-            );
-            let (n, addr) = match received {
-                Ok((n, addr, drops)) => {
-                    if let Some(total) = drops {
-                        // Cumulative per socket; wrapping, like the kernel's counter.
-                        counters.udp_kernel_drops(u64::from(total.wrapping_sub(self.kernel_drops)));
-                        self.kernel_drops = total;
-                    }
-                    (n, addr)
-                }
+            let want = if draining {
+                datagrams.slots()
+            } else {
+                (UDP_BUDGET - count).min(datagrams.slots())
+            };
+            let received = match datagrams.recv(&self.socket, want) {
+                Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     self.readable = false;
                     return;
                 }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
-                    // ICMP errors surface here (e.g. after an echo to a closed port);
-                    // they concern one peer, never the socket.
-                    tracing::debug!("udp receive error: {}", crate::net::describe(&err));
+                    // ICMP errors would surface here (e.g. after an echo to a closed
+                    // port, where the socket reports them); they concern one peer,
+                    // never the socket. Each error counts against the budget.
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        tracing::debug!("udp receive error: {}", crate::net::describe(&err));
+                    }
+                    count += 1;
                     continue;
                 }
             };
-            if !self.permits(addr.ip()) {
-                counters.dropped(DropReason::Denied);
-                continue;
+            count += received;
+            // Messages of one read share its receive time, taken right after it.
+            let received_at = actions.print.then(SystemTime::now);
+            for datagram in datagrams.datagrams() {
+                self.deliver(datagram, received_at, frame, batch, counters, actions);
             }
-            counters.received_bytes(Proto::Udp, n);
-            let bytes = &buf[..n];
-            if n > frame.max_frame {
-                counters.dropped(DropReason::Oversize);
-                let peer = self.peer(addr);
-                warn!(peer = %peer, "datagram from {peer} is longer than --max-frame {}; dropped", frame.max_frame);
-                continue;
+            // A short batch emptied the receive queue, and a datagram arriving later
+            // raises a new edge: skip the call that would only say `WouldBlock`, as a
+            // short TCP read does. (An error ending a batch early could leave
+            // datagrams queued, but an unconnected UDP socket without IP_RECVERR is
+            // not told of ICMP errors, and a later datagram would wake it anyway.)
+            if received == 0 || received < want {
+                self.readable = false;
+                return;
             }
-            if bytes == DISCONNECT {
-                super::worker::udp_session_ended(self.peer(addr));
-                continue;
-            }
-            if actions.reply {
-                // Echo: straight back to the source; a full socket buffer drops the
-                // reply rather than waiting.
-                match crate::net::sendto(&self.socket, bytes, addr) {
-                    Ok(_) => {}
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                        counters.dropped(DropReason::ReplyDropped);
-                    }
-                    Err(err) => {
-                        tracing::debug!("udp reply to {addr}: {}", crate::net::describe(&err));
-                        counters.dropped(DropReason::ReplyDropped);
-                    }
+        }
+    }
+
+    /// Handles one received datagram: filter, size, `!Disconnect`, echo, output.
+    fn deliver(
+        &mut self,
+        datagram: mmsg::Datagram<'_>,
+        received_at: Option<SystemTime>,
+        frame: &FrameConfig,
+        batch: &mut Batch,
+        counters: &Counters,
+        actions: Actions,
+    ) {
+        let mmsg::Datagram {
+            bytes,
+            source: addr,
+            kernel_drops,
+        } = datagram;
+        if let Some(total) = kernel_drops {
+            // Cumulative per socket; wrapping, like the kernel's counter.
+            counters.udp_kernel_drops(u64::from(total.wrapping_sub(self.kernel_drops)));
+            self.kernel_drops = total;
+        }
+        if !self.permits(addr.ip()) {
+            counters.dropped(DropReason::Denied);
+            return;
+        }
+        let n = bytes.len();
+        counters.received_bytes(Proto::Udp, n);
+        if n > frame.max_frame {
+            counters.dropped(DropReason::Oversize);
+            let peer = self.peer(addr);
+            warn!(peer = %peer, "datagram from {peer} is longer than --max-frame {}; dropped", frame.max_frame);
+            return;
+        }
+        if bytes == DISCONNECT {
+            super::worker::udp_session_ended(self.peer(addr));
+            return;
+        }
+        if actions.reply {
+            // Echo: straight back to the source; a full socket buffer drops the
+            // reply rather than waiting.
+            match crate::net::sendto(&self.socket, bytes, addr) {
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    counters.dropped(DropReason::ReplyDropped);
+                }
+                Err(err) => {
+                    tracing::debug!("udp reply to {addr}: {}", crate::net::describe(&err));
+                    counters.dropped(DropReason::ReplyDropped);
                 }
             }
-            if !actions.print {
-                counters.message(Proto::Udp);
-                continue;
-            }
-            if batch.blocked() {
-                counters.dropped(DropReason::QueueFull);
-                continue;
-            }
-            counters.message(Proto::Udp);
-            let received_at = SystemTime::now();
-            let peer = self.peer(addr);
-            batch.print(&Message {
-                proto: Proto::Udp,
-                peer,
-                conn: None,
-                received_at,
-                bytes,
-            });
         }
+        // No receive time means the mode does not print.
+        let Some(received_at) = received_at else {
+            counters.message(Proto::Udp);
+            return;
+        };
+        if batch.blocked() {
+            counters.dropped(DropReason::QueueFull);
+            return;
+        }
+        counters.message(Proto::Udp);
+        let peer = self.peer(addr);
+        batch.print(&Message {
+            proto: Proto::Udp,
+            peer,
+            conn: None,
+            received_at,
+            bytes,
+        });
     }
 }

@@ -28,6 +28,7 @@ use tracing::{debug, error, info, warn};
 use crate::frame::{self, DISCONNECT, Decoder, Frame, FrameConfig};
 use crate::message::{ConnId, Message, Peer, Proto};
 use crate::net::filter::{ConnLimits, Filter};
+use crate::net::mmsg::RecvBatch;
 use crate::output::text::escape;
 
 use super::batch::Batch;
@@ -116,6 +117,8 @@ pub struct Worker {
     actions: Actions,
     udp_actions: Actions,
     buf: Box<[u8]>,
+    /// The receive buffers for `udp`, a batch of datagrams per syscall.
+    datagrams: RecvBatch,
     /// What the connection being served relays this turn (broker, chat).
     relay: Vec<u8>,
     /// What this worker's clients relayed this turn, for the other workers.
@@ -139,6 +142,7 @@ impl Worker {
                 .register(&mut socket, Token(UDP_BASE - i), Interest::READABLE)?;
             udp.push(UdpReader::new(socket, Arc::clone(&setup.filter)));
         }
+        let datagrams = super::udp::datagram_batch(&setup.frame, udp.len());
         Ok(Worker {
             index: setup.index,
             poll: setup.poll,
@@ -154,6 +158,7 @@ impl Worker {
             actions: setup.mode.actions(setup.quiet),
             udp_actions: setup.mode.udp_actions(setup.quiet),
             buf: vec![0; READ_BUF].into_boxed_slice(),
+            datagrams,
             relay: Vec::new(),
             relay_out: Vec::new(),
             doomed: Vec::new(),
@@ -393,7 +398,7 @@ impl Worker {
         for reader in &mut self.udp {
             if reader.readable {
                 reader.handle_udp(
-                    &mut self.buf,
+                    &mut self.datagrams,
                     &self.frame,
                     &mut self.batch,
                     counters,

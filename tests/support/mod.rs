@@ -549,6 +549,29 @@ pub fn udp_from(source: &str) -> UdpSocket {
     socket
 }
 
+/// Waits until every thread of `pid` is stopped (state `T` in /proc): after
+/// `SIGSTOP`, whatever is sent to the server queues in its sockets.
+pub fn wait_stopped(pid: i32) {
+    let deadline = deadline();
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let all_stopped = tasks.filter_map(Result::ok).all(|task| {
+            std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.get(stat.rfind(')')? + 2..)?;
+                    rest.chars().next()
+                })
+                == Some('T')
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Expects the server to close `stream` (EOF or reset) before sending anything, within
 /// `within`. Unlike [`Tcp::expect_eof`] a reset counts: a refused client may get one.
 pub fn assert_closed(stream: &mut TcpStream, within: Duration) {
