@@ -236,6 +236,15 @@ fn message(conn: usize, seq: usize) -> Vec<u8> {
     m
 }
 
+/// Rewrites the 10-digit sequence number of a [`message`] in place.
+fn set_sequence(message: &mut [u8], seq: u64) {
+    let mut n = seq;
+    for digit in message[7..17].iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
 fn payloads(per_conn: usize) -> Vec<Arc<Vec<u8>>> {
     (0..TCP_CONNS)
         .map(|c| Arc::new((0..per_conn).flat_map(|s| message(c, s)).collect()))
@@ -400,6 +409,10 @@ fn udp(kind: Kind, rate: Option<u64>, secs: f64) -> (f64, f64) {
                 let s = UdpSocket::bind("127.0.0.1:0").unwrap();
                 s.connect(addr).unwrap();
                 let mut sent = 0u64;
+                let mut datagram = message(t, 0);
+                set_sequence(&mut datagram, 1_234_567);
+                assert_eq!(datagram, message(t, 1_234_567), "set_sequence");
+                datagram.truncate(MSG - 1);
                 let start = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     if let Some(rate) = rate {
@@ -410,8 +423,10 @@ fn udp(kind: Kind, rate: Option<u64>, secs: f64) -> (f64, f64) {
                             continue;
                         }
                     }
-                    let m = message(t, sent as usize);
-                    if s.send(&m[..MSG - 1]).is_ok() {
+                    // The sequence number written in place: a sender that formats and
+                    // allocates every datagram spends the cores the servers need.
+                    set_sequence(&mut datagram, sent);
+                    if s.send(&datagram).is_ok() {
                         sent += 1;
                     }
                 }
