@@ -26,7 +26,7 @@ const TCP_CONNS: usize = 100;
 const P1_PER_CONN: usize = 60_000;
 /// Times each connection sends its payload: a run lasts about a second, long enough
 /// that starting 100 sender threads is not part of the figure.
-const P1_REPEAT: usize = 2;
+const P1_REPEAT: usize = 6;
 const P1D_REPEAT: usize = 10;
 const MSG: usize = 64;
 const IDLE_CONNS: usize = 19_000;

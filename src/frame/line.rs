@@ -69,6 +69,33 @@ pub(super) struct Step {
     pub ended: bool,
 }
 
+/// Complete lines of one read that are all plain messages, from
+/// [`LineDecoder::decode_run`].
+#[derive(Clone, Copy, Debug)]
+pub struct Run<'a> {
+    /// The lines, each with its delimiter.
+    lines: &'a [u8],
+    delimiter: u8,
+}
+
+impl<'a> Run<'a> {
+    /// The messages, in order: each line without its delimiter, and with `\n` as
+    /// the delimiter without a `\r` before it, as `decode` hands them out.
+    pub fn messages(self) -> impl Iterator<Item = &'a [u8]> {
+        let Run { lines, delimiter } = self;
+        let mut start = 0;
+        Delimiters::new(delimiter, lines).map(move |end| {
+            let line = lines.get(start..end).unwrap_or_default();
+            start = end + 1;
+            if delimiter == b'\n' {
+                line.strip_suffix(b"\r").unwrap_or(line)
+            } else {
+                line
+            }
+        })
+    }
+}
+
 impl LineDecoder {
     pub fn new(delimiter: u8, max_frame: usize, oversize: Oversize) -> Self {
         LineDecoder {
@@ -157,21 +184,6 @@ impl LineDecoder {
             self.release_if_empty();
             return Some(0);
         };
-        // Every line but the first is shorter than the read, and so is the first when
-        // none is in progress: in a read of at most `max_frame` bytes none of them
-        // can be oversize. In a longer read, a delimiter in every block of half that
-        // size keeps consecutive delimiters closer than `max_frame` (a memchr per
-        // block, each stopping at the block's first line end).
-        if input.len() > self.max_frame {
-            let half = (self.max_frame / 2).max(1);
-            let delimiter = self.delimiter;
-            if !input
-                .chunks_exact(half)
-                .all(|block| memchr::memchr(delimiter, block).is_some())
-            {
-                return None;
-            }
-        }
         if self.seen > 0 {
             // The line in progress ends here: it must fit, and be too long to be
             // `!Disconnect` (with or without its `\r`), which began in an earlier read.
@@ -180,19 +192,89 @@ impl LineDecoder {
                 return None;
             }
         }
-        // Any line that is `!Disconnect` lies wholly in this read.
-        if contains_disconnect(input) {
-            return None;
-        }
-        let count = memchr::memchr_iter(self.delimiter, input).count() as u64;
-        let tail = memchr::memrchr(self.delimiter, input)
-            .and_then(|last| input.get(last + 1..))
-            .unwrap_or_default();
+        let (lines, tail) = self.plain_lines(input)?;
+        let count = memchr::memchr_iter(self.delimiter, lines).count() as u64;
         self.pending.clear();
         self.seen = 0;
         self.hold(tail);
         self.release_if_empty();
         Some(count)
+    }
+
+    /// Decodes `input` as [`decode`](Self::decode) does, except that the complete
+    /// lines after the line in progress, when all of them are plain messages, are
+    /// not handed out one by one but returned as one [`Run`], which comes after
+    /// every frame `on_frame` saw.
+    ///
+    /// Why: a caller that formats every message the same way (`--mode print`) then
+    /// loops over a read's lines itself, without a callback, a `Frame` and the
+    /// checks for `!Disconnect` and oversize per line. Like [`skim`](Self::skim), it
+    /// falls back to `decode` (and returns no run) whenever a line could be oversize
+    /// or `!Disconnect`; property tests check that the frames and the run's messages
+    /// are exactly `decode`'s frames, for every split.
+    pub fn decode_run<'a, F>(
+        &mut self,
+        input: &'a [u8],
+        mut on_frame: F,
+    ) -> ControlFlow<(), Option<Run<'a>>>
+    where
+        F: FnMut(Frame<'_>) -> ControlFlow<()>,
+    {
+        if self.skip_empty {
+            self.decode(input, on_frame)?;
+            return ControlFlow::Continue(None);
+        }
+        let mut rest = input;
+        if self.seen > 0 {
+            // The line in progress ends (if it does) through the general path.
+            let Some(first) = memchr::memchr(self.delimiter, input) else {
+                self.decode(input, on_frame)?;
+                return ControlFlow::Continue(None);
+            };
+            let (head, after) = input.split_at_checked(first + 1).unwrap_or((input, &[]));
+            self.step(head, &mut on_frame)?;
+            rest = after;
+        }
+        let Some((lines, tail)) = self.plain_lines(rest) else {
+            self.decode(rest, on_frame)?;
+            return ControlFlow::Continue(None);
+        };
+        self.hold(tail);
+        self.release_if_empty();
+        ControlFlow::Continue(Some(Run {
+            lines,
+            delimiter: self.delimiter,
+        }))
+    }
+
+    /// `input`'s complete lines and the unterminated tail after them, when none of
+    /// those lines can be anything but a plain message; the caller has checked the
+    /// line in progress, if any, which the first of them ends.
+    fn plain_lines<'a>(&self, input: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+        let Some(last) = memchr::memrchr(self.delimiter, input) else {
+            return Some((&[], input));
+        };
+        let (lines, tail) = input.split_at_checked(last + 1)?;
+        // Every line but the first is shorter than `lines`, and so is the first when
+        // none was in progress: in at most `max_frame` bytes none of them can be
+        // oversize. In more, a delimiter in every block of half that size keeps
+        // consecutive delimiters closer than `max_frame` (a memchr per block, each
+        // stopping at the block's first line end).
+        if lines.len() > self.max_frame {
+            let half = (self.max_frame / 2).max(1);
+            let delimiter = self.delimiter;
+            if !lines
+                .chunks_exact(half)
+                .all(|block| memchr::memchr(delimiter, block).is_some())
+            {
+                return None;
+            }
+        }
+        // Any line that is `!Disconnect` lies wholly in `lines`.
+        if contains_disconnect(lines) {
+            return None;
+        }
+        Some((lines, tail))
     }
 
     /// An idle connection holds no buffer: one that grew past `KEEP_CAPACITY` for a
@@ -525,6 +607,74 @@ mod tests {
         (log, states)
     }
 
+    /// Feeds `chunks` as the worker does in print mode, through `decode_run` when
+    /// `run` is set (the run's messages after the frames the callback saw) and
+    /// `decode` otherwise, until `!Disconnect` or the end of the stream; returns every
+    /// frame (`None` for `!Disconnect`), how many messages came in runs, and the
+    /// decoder's state after each chunk and the finish.
+    #[allow(clippy::type_complexity)]
+    fn frames(
+        cfg: &FrameConfig,
+        chunks: &[&[u8]],
+        run: bool,
+    ) -> (Vec<Option<Owned>>, usize, Vec<(Vec<u8>, u64)>) {
+        fn seen(log: &mut Vec<Option<Owned>>, frame: Frame<'_>) -> ControlFlow<()> {
+            if frame == Frame::Message(DISCONNECT) {
+                log.push(None);
+                return ControlFlow::Break(());
+            }
+            log.push(Some(owned(frame)));
+            ControlFlow::Continue(())
+        }
+        let mut d = Decoder::new(cfg);
+        let (mut log, mut in_runs, mut states) = (Vec::new(), 0, Vec::new());
+        for chunk in chunks {
+            let flow = if run {
+                match d.decode_run(chunk, |f| seen(&mut log, f)) {
+                    ControlFlow::Continue(Some(run)) => {
+                        for m in run.messages() {
+                            log.push(Some(msg(m)));
+                            in_runs += 1;
+                        }
+                        ControlFlow::Continue(())
+                    }
+                    ControlFlow::Continue(None) => ControlFlow::Continue(()),
+                    ControlFlow::Break(()) => ControlFlow::Break(()),
+                }
+            } else {
+                d.decode(chunk, |f| seen(&mut log, f))
+            };
+            states.push(state(&d));
+            if flow.is_break() {
+                return (log, in_runs, states);
+            }
+        }
+        let _ = d.finish(|f| seen(&mut log, f));
+        states.push(state(&d));
+        (log, in_runs, states)
+    }
+
+    #[test]
+    fn runs_hand_out_the_plain_lines_after_the_line_in_progress() {
+        let cfg = config(Framing::Line, 64, Oversize::Drop);
+        let (log, in_runs, _) = frames(&cfg, &[b"ab\nc", b"d\r\ne\n\nf"], true);
+        assert_eq!(
+            log,
+            vec![
+                Some(msg(b"ab")),
+                Some(msg(b"cd")),
+                Some(msg(b"e")),
+                Some(msg(b"")),
+                Some(msg(b"f"))
+            ]
+        );
+        // "cd" ended the line in progress, and "f" came at the finish.
+        assert_eq!(in_runs, 3);
+        // `!Disconnect` in a read: no run, decode sees it and stops.
+        let (log, in_runs, _) = frames(&cfg, &[b"a\n!Disconnect\nb\n"], true);
+        assert_eq!((log, in_runs), (vec![Some(msg(b"a")), None], 0));
+    }
+
     #[test]
     fn skim_counts_plain_lines_and_keeps_the_tail() {
         let mut d = decoder(64);
@@ -673,6 +823,32 @@ mod tests {
             for size in 1..=(max + 2).min(48) {
                 let chunks: Vec<&[u8]> = stream.chunks(size).collect();
                 prop_assert_eq!(count(&cfg, &chunks, true), count(&cfg, &chunks, false), "reads of {}", size);
+            }
+        }
+
+        #[test]
+        fn decode_run_yields_what_decode_yields(
+            (max, lines, sizes) in skim_case(),
+            unterminated in any::<bool>(),
+            oversize in oversize(),
+            delimiter in prop_oneof![Just(b'\n'), Just(b'\0')],
+        ) {
+            let cfg = FrameConfig { delimiter, ..config(Framing::Line, max, oversize) };
+            let mut stream = Vec::new();
+            for l in &lines { encode(&cfg, l, &mut stream); }
+            if unterminated && stream.last() == Some(&delimiter) { stream.pop(); }
+            let points: Vec<usize> = sizes.iter().scan(0, |at, n| { *at += n; Some(*at) }).collect();
+            let chunks = split(&stream, &points);
+            let (with_runs, _, run_states) = frames(&cfg, &chunks, true);
+            let (plain, _, states) = frames(&cfg, &chunks, false);
+            prop_assert_eq!(&with_runs, &plain);
+            prop_assert_eq!(run_states, states);
+            for size in 1..=(max + 2).min(48) {
+                let chunks: Vec<&[u8]> = stream.chunks(size).collect();
+                let (with_runs, _, run_states) = frames(&cfg, &chunks, true);
+                let (plain, _, states) = frames(&cfg, &chunks, false);
+                prop_assert_eq!(with_runs, plain, "reads of {}", size);
+                prop_assert_eq!(run_states, states, "reads of {}", size);
             }
         }
 

@@ -23,7 +23,7 @@ mod raw;
 use std::ops::ControlFlow;
 
 pub use length::LengthDecoder;
-pub use line::LineDecoder;
+pub use line::{LineDecoder, Run};
 pub use octet::OctetDecoder;
 pub use raw::RawDecoder;
 
@@ -152,6 +152,28 @@ impl Decoder {
         match self {
             Decoder::Line(d) => d.skim(input),
             Decoder::Length(_) | Decoder::Octet(_) | Decoder::Raw(_) => None,
+        }
+    }
+
+    /// Decodes `input` like [`decode`](Self::decode), but hands back the complete
+    /// plain lines at its end as one [`Run`] for the caller to loop over, after the
+    /// frames `on_frame` saw. Only line framing makes runs
+    /// ([`LineDecoder::decode_run`]); the others decode as usual and return none.
+    #[inline]
+    pub fn decode_run<'a, F>(
+        &mut self,
+        input: &'a [u8],
+        on_frame: F,
+    ) -> ControlFlow<(), Option<Run<'a>>>
+    where
+        F: FnMut(Frame<'_>) -> ControlFlow<()>,
+    {
+        match self {
+            Decoder::Line(d) => d.decode_run(input, on_frame),
+            other => {
+                other.decode(input, on_frame)?;
+                ControlFlow::Continue(None)
+            }
         }
     }
 

@@ -92,20 +92,28 @@ impl LineStart {
     /// Appends the same line as [`write_line`].
     #[inline]
     pub fn write_line(&mut self, message: &Message<'_>, clock: &mut Clock, out: &mut Vec<u8>) {
-        let Some(conn) = message.conn else {
+        if message.conn.is_none() {
             return write_line(message, clock, out);
-        };
-        let key = (conn, message.received_at);
-        if self.key != Some(key) {
-            self.text.clear();
-            write_start(message, clock, &mut self.text);
-            self.key = Some(key);
         }
+        let start = self.start(message, clock);
         // One capacity check for the usual case of a message with nothing to escape.
-        out.reserve(self.text.len() + message.bytes.len() + 1);
-        out.extend_from_slice(&self.text);
+        out.reserve(start.len() + message.bytes.len() + 1);
+        out.extend_from_slice(start);
         escape(message.bytes, out);
         out.push(b'\n');
+    }
+
+    /// `<timestamp> <proto> <peer> ` for a TCP `message`: formatted when its
+    /// connection or receive time differs from the last one's, else kept.
+    #[inline]
+    pub fn start(&mut self, message: &Message<'_>, clock: &mut Clock) -> &[u8] {
+        let key = message.conn.map(|conn| (conn, message.received_at));
+        if key.is_none() || self.key != key {
+            self.text.clear();
+            write_start(message, clock, &mut self.text);
+            self.key = key;
+        }
+        &self.text
     }
 }
 

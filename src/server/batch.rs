@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use crate::message::Message;
-use crate::output::text::LineStart;
+use crate::output::text::{LineStart, escape};
 use crate::output::{BATCH_BYTES, Clock, Format, SinkHandle};
 
 #[derive(Debug)]
@@ -65,6 +65,33 @@ impl Batch {
         }
     }
 
+    /// Formats every message of `messages` as `template` with its bytes, in order,
+    /// and returns how many there were: a run of one read's plain lines
+    /// ([`crate::frame::Run`]). In text, the line start they share is looked up once
+    /// per batch rather than per message.
+    pub fn print_run<'m>(
+        &mut self,
+        template: &Message<'_>,
+        mut messages: impl Iterator<Item = &'m [u8]>,
+    ) -> u64 {
+        let mut count = 0;
+        if self.format != Format::Text || template.conn.is_none() {
+            for bytes in messages {
+                self.print(&Message { bytes, ..*template });
+                count += 1;
+            }
+            return count;
+        }
+        loop {
+            let start = self.line_start.start(template, &mut self.clock);
+            let full = append_lines(&mut self.buf, start, &mut messages, &mut count);
+            if !full {
+                return count;
+            }
+            self.flush();
+        }
+    }
+
     /// Hands the batch to the sink if it has room (or, draining, waits for room).
     pub fn flush(&mut self) {
         if self.buf.is_empty() {
@@ -91,4 +118,25 @@ impl Batch {
             }
         }
     }
+}
+
+/// Appends `start`, the escaped message and a newline for each message until the
+/// batch is full (then returns true, with the rest of `messages` left) or they run
+/// out (false).
+fn append_lines<'m>(
+    out: &mut Vec<u8>,
+    start: &[u8],
+    messages: &mut impl Iterator<Item = &'m [u8]>,
+    count: &mut u64,
+) -> bool {
+    for bytes in messages {
+        out.extend_from_slice(start);
+        escape(bytes, out);
+        out.push(b'\n');
+        *count += 1;
+        if out.len() >= BATCH_BYTES {
+            return true;
+        }
+    }
+    false
 }

@@ -43,6 +43,13 @@ impl Actions {
     pub fn counts_only(&self) -> bool {
         !self.print && !self.reply && self.relay == Relay::None
     }
+
+    /// Every message is printed and nothing else (print, echo's `-q` aside), so a
+    /// decoder may hand a read's plain lines over as one run for the output to loop
+    /// over ([`crate::frame::Decoder::decode_run`]).
+    pub fn prints_only(&self) -> bool {
+        self.print && !self.reply && self.relay == Relay::None
+    }
 }
 
 impl Mode {
@@ -97,6 +104,25 @@ mod tests {
         assert_eq!(Mode::Chat.actions(false), a(true, false, Relay::Chat));
         assert_eq!(Mode::Broker.udp_actions(false), a(true, false, Relay::None));
         assert_eq!(Mode::Echo.udp_actions(false), a(true, true, Relay::None));
+    }
+
+    #[test]
+    fn only_print_prints_only() {
+        for mode in [
+            Mode::Print,
+            Mode::Echo,
+            Mode::Discard,
+            Mode::Broker,
+            Mode::Chat,
+        ] {
+            for quiet in [false, true] {
+                assert_eq!(
+                    mode.actions(quiet).prints_only(),
+                    mode == Mode::Print,
+                    "{mode:?} quiet={quiet}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -599,6 +599,28 @@ fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn {
                 *messages += count;
                 ControlFlow::Continue(())
             }
+            // Print needs each message's bytes but nothing else per message: the
+            // plain lines that end a read come back as one run, which the batch
+            // formats in one loop (no callback, `Frame` or checks per line).
+            None if h.actions.prints_only() => {
+                match decoder
+                    .decode_run(input, |frame| on_frame(frame, &source, messages, outbox, h))
+                {
+                    ControlFlow::Continue(Some(run)) => {
+                        let template = Message {
+                            proto: Proto::Tcp,
+                            peer: source.peer,
+                            conn: Some(source.id),
+                            received_at: source.received_at,
+                            bytes: &[],
+                        };
+                        *messages += h.batch.print_run(&template, run.messages());
+                        ControlFlow::Continue(())
+                    }
+                    ControlFlow::Continue(None) => ControlFlow::Continue(()),
+                    ControlFlow::Break(()) => ControlFlow::Break(()),
+                }
+            }
             None => decoder.decode(input, |frame| on_frame(frame, &source, messages, outbox, h)),
         };
         h.counters.messages(Proto::Tcp, *messages - before);
