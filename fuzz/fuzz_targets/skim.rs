@@ -1,4 +1,5 @@
-//! Line framing's skim (the count-only path of discard mode) agrees with decode.
+//! Line framing's skim (the count-only path of discard mode) and decode_run (the
+//! run of plain lines print mode formats in one loop) agree with decode.
 #![no_main]
 
 mod common;
@@ -9,5 +10,6 @@ use sockpool::frame::Framing;
 fuzz_target!(|data: &[u8]| {
     if let Some(case) = common::case(Framing::Line, data) {
         common::check_skim(&case);
+        common::check_run(&case);
     }
 });

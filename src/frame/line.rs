@@ -79,6 +79,26 @@ pub struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
+    /// The lines as received, each with its delimiter.
+    pub fn bytes(self) -> &'a [u8] {
+        self.lines
+    }
+
+    pub fn delimiter(self) -> u8 {
+        self.delimiter
+    }
+
+    /// Each line as received, its delimiter included (and a `\r` before it kept).
+    pub fn lines(self) -> impl Iterator<Item = &'a [u8]> {
+        let Run { lines, delimiter } = self;
+        let mut start = 0;
+        Delimiters::new(delimiter, lines).map(move |end| {
+            let line = lines.get(start..=end).unwrap_or_default();
+            start = end + 1;
+            line
+        })
+    }
+
     /// The messages, in order: each line without its delimiter, and with `\n` as
     /// the delimiter without a `\r` before it, as `decode` hands them out.
     pub fn messages(self) -> impl Iterator<Item = &'a [u8]> {

@@ -52,18 +52,35 @@ pub fn escape(bytes: &[u8], out: &mut Vec<u8>) {
 /// instructions. A byte-by-byte `all()` cost ~7 instructions per byte, most of the
 /// time spent formatting a message.
 fn is_plain(bytes: &[u8]) -> bool {
-    fn block_is_plain(block: &[u8]) -> bool {
+    all_blocks_plain::<false>(bytes)
+}
+
+/// Whether `lines` (`\n`-terminated lines, as received) hold nothing to escape but
+/// their newlines: then each line as received, newline included, is its own text,
+/// and a run of them is printed by copying (see `Batch::print_run`).
+pub fn is_plain_lines(lines: &[u8]) -> bool {
+    all_blocks_plain::<true>(lines)
+}
+
+/// [`is_plain`], with `\n` allowed when `NEWLINES` is set.
+#[inline]
+fn all_blocks_plain<const NEWLINES: bool>(bytes: &[u8]) -> bool {
+    fn block_is_plain<const NEWLINES: bool>(block: &[u8]) -> bool {
         let mut bad = 0u8;
         for &b in block {
-            bad |= u8::from(b < 0x20) | u8::from(b >= 0x7f) | u8::from(b == b'\\');
+            let control = b < 0x20 && !(NEWLINES && b == b'\n');
+            bad |= u8::from(control) | u8::from(b >= 0x7f) | u8::from(b == b'\\');
         }
         bad == 0
     }
     if bytes.len() < 32 {
-        return block_is_plain(bytes);
+        return block_is_plain::<NEWLINES>(bytes);
     }
-    bytes.chunks_exact(32).all(block_is_plain)
-        && bytes.rchunks_exact(32).next().is_none_or(block_is_plain)
+    bytes.chunks_exact(32).all(block_is_plain::<NEWLINES>)
+        && bytes
+            .rchunks_exact(32)
+            .next()
+            .is_none_or(block_is_plain::<NEWLINES>)
 }
 
 fn push_hex(b: u8, out: &mut Vec<u8>) {

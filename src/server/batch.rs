@@ -6,8 +6,9 @@
 
 use std::time::Instant;
 
+use crate::frame::Run;
 use crate::message::Message;
-use crate::output::text::{LineStart, escape};
+use crate::output::text::{LineStart, escape, is_plain_lines};
 use crate::output::{BATCH_BYTES, Clock, Format, SinkHandle};
 
 #[derive(Debug)]
@@ -65,26 +66,36 @@ impl Batch {
         }
     }
 
-    /// Formats every message of `messages` as `template` with its bytes, in order,
-    /// and returns how many there were: a run of one read's plain lines
-    /// ([`crate::frame::Run`]). In text, the line start they share is looked up once
-    /// per batch rather than per message.
-    pub fn print_run<'m>(
-        &mut self,
-        template: &Message<'_>,
-        mut messages: impl Iterator<Item = &'m [u8]>,
-    ) -> u64 {
+    /// Formats every message of `run` (one read's plain lines, from
+    /// [`crate::frame::Decoder::decode_run`]) as `template` with its bytes, in order,
+    /// and returns how many there were. In text, the line start they share is looked
+    /// up once per batch rather than per message; and when the run holds nothing to
+    /// escape, each `\n`-terminated line as received is already its own text, so a
+    /// line costs two copies (start, then line and newline) and no escaping.
+    pub fn print_run(&mut self, template: &Message<'_>, run: Run<'_>) -> u64 {
         let mut count = 0;
         if self.format != Format::Text || template.conn.is_none() {
-            for bytes in messages {
+            for bytes in run.messages() {
                 self.print(&Message { bytes, ..*template });
                 count += 1;
             }
             return count;
         }
+        let verbatim = run.delimiter() == b'\n' && is_plain_lines(run.bytes());
+        let mut lines = run.lines();
+        let mut messages = run.messages();
         loop {
             let start = self.line_start.start(template, &mut self.clock);
-            let full = append_lines(&mut self.buf, start, &mut messages, &mut count);
+            let full = if verbatim {
+                append(&mut self.buf, start, &mut lines, &mut count, |line, out| {
+                    out.extend_from_slice(line)
+                })
+            } else {
+                append(&mut self.buf, start, &mut messages, &mut count, |m, out| {
+                    escape(m, out);
+                    out.push(b'\n');
+                })
+            };
             if !full {
                 return count;
             }
@@ -120,23 +131,142 @@ impl Batch {
     }
 }
 
-/// Appends `start`, the escaped message and a newline for each message until the
-/// batch is full (then returns true, with the rest of `messages` left) or they run
-/// out (false).
-fn append_lines<'m>(
+/// Appends `start` and then `line` (which writes the rest of a line) for each item
+/// until the batch is full (then returns true, with the rest of `items` left) or
+/// they run out (false).
+fn append<'m>(
     out: &mut Vec<u8>,
     start: &[u8],
-    messages: &mut impl Iterator<Item = &'m [u8]>,
+    items: &mut impl Iterator<Item = &'m [u8]>,
     count: &mut u64,
+    line: impl Fn(&[u8], &mut Vec<u8>),
 ) -> bool {
-    for bytes in messages {
+    for item in items {
         out.extend_from_slice(start);
-        escape(bytes, out);
-        out.push(b'\n');
+        line(item, out);
         *count += 1;
         if out.len() >= BATCH_BYTES {
             return true;
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{self, Write};
+    use std::ops::ControlFlow;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant, UNIX_EPOCH};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::frame::{Decoder, FrameConfig};
+    use crate::message::{Peer, Proto};
+    use crate::output::Sink;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What a batch in `format` writes for `stream`'s lines: through `print_run`
+    /// when `run` is set, else message by message through `print`.
+    fn printed(stream: &[u8], format: Format, run: bool) -> Vec<u8> {
+        let out = Shared::default();
+        let (sink, mut handles) = Sink::start(out.clone(), 1 << 30, vec![Box::new(|| {})], |err| {
+            panic!("{err}")
+        })
+        .unwrap();
+        let mut batch = Batch::new(handles.pop().unwrap(), format);
+        let peer = Peer::new(([127, 0, 0, 1], 4000).into());
+        let template = Message {
+            proto: Proto::Tcp,
+            peer: &peer,
+            conn: Some(7),
+            received_at: UNIX_EPOCH + Duration::from_micros(1_795_000_000_123_456),
+            bytes: &[],
+        };
+        let mut decoder = Decoder::new(&FrameConfig::default());
+        let found = decoder.decode_run(stream, |_| panic!("no frame outside the run"));
+        let ControlFlow::Continue(Some(lines)) = found else {
+            panic!("a run")
+        };
+        if run {
+            batch.print_run(&template, lines);
+        } else {
+            for bytes in lines.messages() {
+                batch.print(&Message { bytes, ..template });
+            }
+        }
+        batch.flush();
+        drop(batch);
+        assert!(sink.finish_until(Instant::now() + Duration::from_secs(10)));
+        out.0.lock().unwrap().clone()
+    }
+
+    /// Up to 400 lines of up to 200 bytes from `byte`, never a newline or `!` (so
+    /// never `!Disconnect`).
+    fn lines_of(byte: impl Strategy<Value = u8>) -> impl Strategy<Value = Vec<Vec<u8>>> {
+        let byte = byte.prop_filter("no newline or !", |b| *b != b'\n' && *b != b'!');
+        proptest::collection::vec(proptest::collection::vec(byte, 0..200), 1..400)
+    }
+
+    proptest! {
+        /// A run prints exactly what its messages print one by one, whether it is
+        /// copied verbatim (nothing to escape) or escaped message by message, in
+        /// both formats and across batch boundaries.
+        #[test]
+        fn a_run_prints_what_its_messages_print(
+            lines in prop_oneof![
+                // Mostly runs with nothing to escape, or only a `\r` here and there,
+                // so both ways of printing a run are taken.
+                lines_of(prop_oneof![b' '..=b'~'].prop_filter("no escape", |b| *b != b'\\')),
+                lines_of(prop_oneof![40 => b'a'..=b'z', 1 => Just(b'\r')]),
+                lines_of(prop_oneof![8 => b'a'..=b'z', 1 => Just(b'\r'), 1 => Just(b'\\'), 1 => any::<u8>()]),
+            ],
+            json in any::<bool>(),
+        ) {
+            let mut stream = Vec::new();
+            for l in &lines {
+                stream.extend_from_slice(l);
+                stream.push(b'\n');
+            }
+            let format = if json { Format::Json } else { Format::Text };
+            prop_assert_eq!(printed(&stream, format, true), printed(&stream, format, false));
+        }
+    }
+
+    #[test]
+    fn plain_lines_are_copied_verbatim_and_others_escaped() {
+        let out = printed(b"plain\nwith\\slash\r\nlast\n", Format::Text, true);
+        let text = String::from_utf8(out).unwrap();
+        let msgs: Vec<&str> = text
+            .lines()
+            .map(|l| l.splitn(4, ' ').nth(3).unwrap())
+            .collect();
+        assert_eq!(msgs, ["plain", "with\\\\slash", "last"]);
+        // A `\r` before the newline is not part of the message, so it is not copied.
+        let out = printed(b"plain\r\nlines\n", Format::Text, true);
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains(" tcp 127.0.0.1:4000 plain\n")
+        );
+        let out = printed(b"plain\nlines\n", Format::Text, true);
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .ends_with(" tcp 127.0.0.1:4000 lines\n")
+        );
+    }
 }

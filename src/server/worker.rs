@@ -614,7 +614,7 @@ fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn {
                             received_at: source.received_at,
                             bytes: &[],
                         };
-                        *messages += h.batch.print_run(&template, run.messages());
+                        *messages += h.batch.print_run(&template, run);
                         ControlFlow::Continue(())
                     }
                     ControlFlow::Continue(None) => ControlFlow::Continue(()),

@@ -216,3 +216,69 @@ pub fn check_skim(case: &Case<'_>) {
         );
     }
 }
+
+/// Feeds `chunks` as the server does in print mode, through `Decoder::decode_run`
+/// when `run` is set (a run's messages after the frames the callback saw) and
+/// `decode` otherwise, until `!Disconnect` or the end; returns every frame (`None`
+/// for `!Disconnect`) and `buffered()` after each chunk.
+pub fn frames(config: &FrameConfig, chunks: &[&[u8]], run: bool) -> (Vec<Option<Owned>>, Vec<usize>) {
+    let record = |log: &mut Vec<Option<Owned>>, f: Frame<'_>| {
+        let owned = match f {
+            Frame::Message(m) if m == DISCONNECT => {
+                log.push(None);
+                return ControlFlow::Break(());
+            }
+            Frame::Message(m) => Owned::Message(m.to_vec()),
+            Frame::Oversize { len } => Owned::Oversize(len),
+            Frame::Truncated { message, len } => Owned::Truncated(message.to_vec(), len),
+            Frame::Incomplete { len } => Owned::Incomplete(len),
+        };
+        log.push(Some(owned));
+        ControlFlow::Continue(())
+    };
+    let mut decoder = Decoder::new(config);
+    let mut log = Vec::new();
+    let mut buffered = Vec::new();
+    for chunk in chunks {
+        let flow = if run {
+            match decoder.decode_run(chunk, |f| record(&mut log, f)) {
+                ControlFlow::Continue(Some(lines)) => {
+                    log.extend(lines.messages().map(|m| Some(Owned::Message(m.to_vec()))));
+                    ControlFlow::Continue(())
+                }
+                ControlFlow::Continue(None) => ControlFlow::Continue(()),
+                ControlFlow::Break(()) => ControlFlow::Break(()),
+            }
+        } else {
+            decoder.decode(chunk, |f| record(&mut log, f))
+        };
+        buffered.push(decoder.buffered());
+        if flow.is_break() {
+            return (log, buffered);
+        }
+    }
+    let _ = decoder.finish(|f| record(&mut log, f));
+    buffered.push(decoder.buffered());
+    (log, buffered)
+}
+
+/// Runs are invisible: decoding through `decode_run` sees the same frames, in the
+/// same order, as `decode` alone, for the same splits as [`check_skim`].
+pub fn check_run(case: &Case<'_>) {
+    let max = case.config.max_frame;
+    let mut splits = vec![
+        split(case.stream, &case.cuts),
+        case.stream.chunks(1).collect(),
+    ];
+    for size in [max, max + 1] {
+        splits.push(case.stream.chunks(size.max(1)).collect());
+    }
+    for chunks in &splits {
+        assert_eq!(
+            frames(&case.config, chunks, true),
+            frames(&case.config, chunks, false),
+            "reads of {:?} bytes",
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+        );
+    }
+}
