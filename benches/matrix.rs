@@ -223,6 +223,29 @@ impl Running {
         (ticks(11), ticks(12))
     }
 
+    /// Context switches of all the server's threads so far (voluntary: it waited
+    /// for something; involuntary: it was preempted).
+    fn switches(&self) -> (u64, u64) {
+        let (mut voluntary, mut preempted) = (0, 0);
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid)).unwrap() {
+            let status =
+                std::fs::read_to_string(task.unwrap().path().join("status")).unwrap_or_default();
+            for line in status.lines() {
+                let value = || {
+                    line.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                };
+                if line.starts_with("voluntary_ctxt_switches") {
+                    voluntary += value().unwrap_or(0);
+                } else if line.starts_with("nonvoluntary_ctxt_switches") {
+                    preempted += value().unwrap_or(0);
+                }
+            }
+        }
+        (voluntary, preempted)
+    }
+
     fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid))
             .map(|d| d.count())
@@ -303,11 +326,14 @@ fn ingest(kind: Kind, mode: &str, data: &[Arc<Vec<u8>>], repeat: usize, by_lines
         last_eof
     };
     let (user, sys) = server.cpu();
+    let (waits, preempted) = server.switches();
     eprintln!(
-        "    {}: server CPU {:.0} ns/msg user + {:.0} ns/msg sys",
+        "    {}: server CPU {:.0} ns/msg user + {:.0} ns/msg sys; {:.0} waits and {:.0} preemptions per million msgs",
         kind.name(),
         user * 1e9 / total as f64,
-        sys * 1e9 / total as f64
+        sys * 1e9 / total as f64,
+        waits as f64 * 1e6 / total as f64,
+        preempted as f64 * 1e6 / total as f64
     );
     total as f64 / end.duration_since(t0).as_secs_f64()
 }
