@@ -584,45 +584,7 @@ fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn {
             received_at,
         };
         let before = *messages;
-        let input = &buf[..n];
-        // Discard needs only how many messages a read held: `skim` counts them in
-        // vectorised passes instead of a callback per line. Whatever it cannot vouch
-        // for (oversize, `!Disconnect`, other framings) takes `decode`, which stays
-        // the single source of truth; property tests prove the two agree.
-        let skimmed = if h.actions.counts_only() {
-            decoder.skim(input)
-        } else {
-            None
-        };
-        let flow = match skimmed {
-            Some(count) => {
-                *messages += count;
-                ControlFlow::Continue(())
-            }
-            // Print needs each message's bytes but nothing else per message: the
-            // plain lines that end a read come back as one run, which the batch
-            // formats in one loop (no callback, `Frame` or checks per line).
-            None if h.actions.prints_only() => {
-                match decoder
-                    .decode_run(input, |frame| on_frame(frame, &source, messages, outbox, h))
-                {
-                    ControlFlow::Continue(Some(run)) => {
-                        let template = Message {
-                            proto: Proto::Tcp,
-                            peer: source.peer,
-                            conn: Some(source.id),
-                            received_at: source.received_at,
-                            bytes: &[],
-                        };
-                        *messages += h.batch.print_run(&template, run);
-                        ControlFlow::Continue(())
-                    }
-                    ControlFlow::Continue(None) => ControlFlow::Continue(()),
-                    ControlFlow::Break(()) => ControlFlow::Break(()),
-                }
-            }
-            None => decoder.decode(input, |frame| on_frame(frame, &source, messages, outbox, h)),
-        };
+        let flow = handle_read(decoder, &buf[..n], &source, messages, outbox, h);
         h.counters.messages(Proto::Tcp, *messages - before);
         if flow.is_break() {
             return Turn::Close(CloseReason::Disconnect);
@@ -637,6 +599,46 @@ fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn {
             return Turn::Idle;
         }
     }
+}
+
+/// Cuts one read into messages and handles them, the cheapest way the mode allows.
+/// `decode` with a callback per frame is the general way and the single source of
+/// truth; the two shortcuts are proven equal to it by property tests and a fuzz
+/// target, and fall back to it for whatever they cannot vouch for (a line that may
+/// be oversize or `!Disconnect`, framings other than line).
+fn handle_read(
+    decoder: &mut Decoder,
+    input: &[u8],
+    src: &Source<'_>,
+    messages: &mut u64,
+    outbox: &mut Vec<u8>,
+    h: &mut Handler<'_>,
+) -> ControlFlow<()> {
+    if h.actions.counts_only() {
+        // Discard needs only how many messages a read held: `skim` counts them in
+        // vectorised passes.
+        if let Some(count) = decoder.skim(input) {
+            *messages += count;
+            return ControlFlow::Continue(());
+        }
+    } else if h.actions.prints_only() {
+        // Print needs each message's bytes but nothing else per message: the plain
+        // lines that end a read come back as one run, which the batch formats in one
+        // loop (no callback, `Frame` or checks per line).
+        let run = decoder.decode_run(input, |frame| on_frame(frame, src, messages, outbox, h))?;
+        if let Some(run) = run {
+            let template = Message {
+                proto: Proto::Tcp,
+                peer: src.peer,
+                conn: Some(src.id),
+                received_at: src.received_at,
+                bytes: &[],
+            };
+            *messages += h.batch.print_run(&template, run);
+        }
+        return ControlFlow::Continue(());
+    }
+    decoder.decode(input, |frame| on_frame(frame, src, messages, outbox, h))
 }
 
 /// End of stream: the final message without its terminator is still delivered.
