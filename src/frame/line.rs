@@ -792,6 +792,39 @@ mod tests {
         })
     }
 
+    /// The stream of a shortcut property: `lines` framed, the last delimiter dropped
+    /// when `unterminated`.
+    fn shortcut_stream(cfg: &FrameConfig, lines: &[Vec<u8>], unterminated: bool) -> Vec<u8> {
+        let mut stream = Vec::new();
+        for l in lines {
+            encode(cfg, l, &mut stream);
+        }
+        if unterminated && stream.last() == Some(&cfg.delimiter) {
+            stream.pop();
+        }
+        stream
+    }
+
+    /// The reads a shortcut is checked on: reads of `sizes` bytes, then the rest of
+    /// the stream; and reads of every small size, since a line longer than the read
+    /// always straddles two, so the line in progress meets every limit.
+    fn shortcut_reads<'a>(stream: &'a [u8], sizes: &[usize], max: usize) -> Vec<Vec<&'a [u8]>> {
+        let points: Vec<usize> = sizes
+            .iter()
+            .scan(0, |at, n| {
+                *at += n;
+                Some(*at)
+            })
+            .collect();
+        let mut reads = vec![split(stream, &points)];
+        reads.extend((1..=(max + 2).min(48)).map(|size| stream.chunks(size).collect()));
+        reads
+    }
+
+    fn sizes_of(chunks: &[&[u8]]) -> Vec<usize> {
+        chunks.iter().map(|c| c.len()).collect()
+    }
+
     /// Lines (without `\n`), some ending in `\r`, some longer than the tests' 16.
     fn lines() -> impl Strategy<Value = Vec<Vec<u8>>> {
         proptest::collection::vec(
@@ -831,18 +864,9 @@ mod tests {
             delimiter in prop_oneof![Just(b'\n'), Just(b'\0')],
         ) {
             let cfg = FrameConfig { delimiter, ..config(Framing::Line, max, oversize) };
-            let mut stream = Vec::new();
-            for l in &lines { encode(&cfg, l, &mut stream); }
-            if unterminated && stream.last() == Some(&delimiter) { stream.pop(); }
-            // Reads of `sizes` bytes, then the rest of the stream.
-            let points: Vec<usize> = sizes.iter().scan(0, |at, n| { *at += n; Some(*at) }).collect();
-            let chunks = split(&stream, &points);
-            prop_assert_eq!(count(&cfg, &chunks, true), count(&cfg, &chunks, false));
-            // And reads of every small size: a line longer than the read always
-            // straddles two, so the line in progress meets every limit.
-            for size in 1..=(max + 2).min(48) {
-                let chunks: Vec<&[u8]> = stream.chunks(size).collect();
-                prop_assert_eq!(count(&cfg, &chunks, true), count(&cfg, &chunks, false), "reads of {}", size);
+            let stream = shortcut_stream(&cfg, &lines, unterminated);
+            for chunks in shortcut_reads(&stream, &sizes, max) {
+                prop_assert_eq!(count(&cfg, &chunks, true), count(&cfg, &chunks, false), "reads of {:?}", sizes_of(&chunks));
             }
         }
 
@@ -854,21 +878,12 @@ mod tests {
             delimiter in prop_oneof![Just(b'\n'), Just(b'\0')],
         ) {
             let cfg = FrameConfig { delimiter, ..config(Framing::Line, max, oversize) };
-            let mut stream = Vec::new();
-            for l in &lines { encode(&cfg, l, &mut stream); }
-            if unterminated && stream.last() == Some(&delimiter) { stream.pop(); }
-            let points: Vec<usize> = sizes.iter().scan(0, |at, n| { *at += n; Some(*at) }).collect();
-            let chunks = split(&stream, &points);
-            let (with_runs, _, run_states) = frames(&cfg, &chunks, true);
-            let (plain, _, states) = frames(&cfg, &chunks, false);
-            prop_assert_eq!(&with_runs, &plain);
-            prop_assert_eq!(run_states, states);
-            for size in 1..=(max + 2).min(48) {
-                let chunks: Vec<&[u8]> = stream.chunks(size).collect();
+            let stream = shortcut_stream(&cfg, &lines, unterminated);
+            for chunks in shortcut_reads(&stream, &sizes, max) {
                 let (with_runs, _, run_states) = frames(&cfg, &chunks, true);
                 let (plain, _, states) = frames(&cfg, &chunks, false);
-                prop_assert_eq!(with_runs, plain, "reads of {}", size);
-                prop_assert_eq!(run_states, states, "reads of {}", size);
+                prop_assert_eq!(with_runs, plain, "reads of {:?}", sizes_of(&chunks));
+                prop_assert_eq!(run_states, states, "reads of {:?}", sizes_of(&chunks));
             }
         }
 

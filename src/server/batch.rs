@@ -73,30 +73,38 @@ impl Batch {
     /// escape, each `\n`-terminated line as received is already its own text, so a
     /// line costs two copies (start, then line and newline) and no escaping.
     pub fn print_run(&mut self, template: &Message<'_>, run: Run<'_>) -> u64 {
-        let mut count = 0;
         if self.format != Format::Text || template.conn.is_none() {
+            let mut count = 0;
             for bytes in run.messages() {
                 self.print(&Message { bytes, ..*template });
                 count += 1;
             }
             return count;
         }
-        let verbatim = run.delimiter() == b'\n' && is_plain_lines(run.bytes());
-        let mut lines = run.lines();
-        let mut messages = run.messages();
+        if run.delimiter() == b'\n' && is_plain_lines(run.bytes()) {
+            self.append_lines(template, run.lines(), |line, out| {
+                out.extend_from_slice(line)
+            })
+        } else {
+            self.append_lines(template, run.messages(), |message, out| {
+                escape(message, out);
+                out.push(b'\n');
+            })
+        }
+    }
+
+    /// Appends the line start `template` shares, then `rest` of each line, for every
+    /// item; flushes whenever the batch fills. Returns how many lines.
+    fn append_lines<'m>(
+        &mut self,
+        template: &Message<'_>,
+        mut items: impl Iterator<Item = &'m [u8]>,
+        rest: impl Fn(&[u8], &mut Vec<u8>),
+    ) -> u64 {
+        let mut count = 0;
         loop {
             let start = self.line_start.start(template, &mut self.clock);
-            let full = if verbatim {
-                append(&mut self.buf, start, &mut lines, &mut count, |line, out| {
-                    out.extend_from_slice(line)
-                })
-            } else {
-                append(&mut self.buf, start, &mut messages, &mut count, |m, out| {
-                    escape(m, out);
-                    out.push(b'\n');
-                })
-            };
-            if !full {
+            if !append(&mut self.buf, start, &mut items, &mut count, &rest) {
                 return count;
             }
             self.flush();
@@ -131,7 +139,7 @@ impl Batch {
     }
 }
 
-/// Appends `start` and then `line` (which writes the rest of a line) for each item
+/// Appends `start` and then `rest` (which writes the rest of a line) for each item
 /// until the batch is full (then returns true, with the rest of `items` left) or
 /// they run out (false).
 fn append<'m>(
@@ -139,11 +147,11 @@ fn append<'m>(
     start: &[u8],
     items: &mut impl Iterator<Item = &'m [u8]>,
     count: &mut u64,
-    line: impl Fn(&[u8], &mut Vec<u8>),
+    rest: impl Fn(&[u8], &mut Vec<u8>),
 ) -> bool {
     for item in items {
         out.extend_from_slice(start);
-        line(item, out);
+        rest(item, out);
         *count += 1;
         if out.len() >= BATCH_BYTES {
             return true;

@@ -107,7 +107,7 @@ mod tests {
     }
 
     #[test]
-    fn only_print_prints_only() {
+    fn only_discard_counts_only_and_only_print_prints_only() {
         for mode in [
             Mode::Print,
             Mode::Echo,
@@ -116,28 +116,15 @@ mod tests {
             Mode::Chat,
         ] {
             for quiet in [false, true] {
+                let actions = mode.actions(quiet);
                 assert_eq!(
-                    mode.actions(quiet).prints_only(),
-                    mode == Mode::Print,
+                    actions.counts_only(),
+                    mode == Mode::Discard,
                     "{mode:?} quiet={quiet}"
                 );
-            }
-        }
-    }
-
-    #[test]
-    fn only_discard_counts_only() {
-        for mode in [
-            Mode::Print,
-            Mode::Echo,
-            Mode::Discard,
-            Mode::Broker,
-            Mode::Chat,
-        ] {
-            for quiet in [false, true] {
                 assert_eq!(
-                    mode.actions(quiet).counts_only(),
-                    mode == Mode::Discard,
+                    actions.prints_only(),
+                    mode == Mode::Print,
                     "{mode:?} quiet={quiet}"
                 );
             }

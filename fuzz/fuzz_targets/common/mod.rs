@@ -199,6 +199,19 @@ pub fn count(config: &FrameConfig, chunks: &[&[u8]], skim: bool) -> (Vec<Counted
 /// the same messages, frames, `!Disconnect` and final line as `decode` alone, for
 /// the case's split, byte by byte, and reads of `max_frame` (+ 1) bytes.
 pub fn check_skim(case: &Case<'_>) {
+    for chunks in &shortcut_splits(case) {
+        assert_eq!(
+            count(&case.config, chunks, true),
+            count(&case.config, chunks, false),
+            "reads of {:?} bytes",
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// The reads the shortcuts are checked on: the case's split, byte by byte, and reads
+/// of `max_frame` and `max_frame + 1` bytes, where their limits are.
+fn shortcut_splits<'a>(case: &Case<'a>) -> Vec<Vec<&'a [u8]>> {
     let max = case.config.max_frame;
     let mut splits = vec![
         split(case.stream, &case.cuts),
@@ -207,14 +220,7 @@ pub fn check_skim(case: &Case<'_>) {
     for size in [max, max + 1] {
         splits.push(case.stream.chunks(size.max(1)).collect());
     }
-    for chunks in &splits {
-        assert_eq!(
-            count(&case.config, chunks, true),
-            count(&case.config, chunks, false),
-            "reads of {:?} bytes",
-            chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
-        );
-    }
+    splits
 }
 
 /// Feeds `chunks` as the server does in print mode, through `Decoder::decode_run`
@@ -265,15 +271,7 @@ pub fn frames(config: &FrameConfig, chunks: &[&[u8]], run: bool) -> (Vec<Option<
 /// Runs are invisible: decoding through `decode_run` sees the same frames, in the
 /// same order, as `decode` alone, for the same splits as [`check_skim`].
 pub fn check_run(case: &Case<'_>) {
-    let max = case.config.max_frame;
-    let mut splits = vec![
-        split(case.stream, &case.cuts),
-        case.stream.chunks(1).collect(),
-    ];
-    for size in [max, max + 1] {
-        splits.push(case.stream.chunks(size.max(1)).collect());
-    }
-    for chunks in &splits {
+    for chunks in &shortcut_splits(case) {
         assert_eq!(
             frames(&case.config, chunks, true),
             frames(&case.config, chunks, false),
