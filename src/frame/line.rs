@@ -21,7 +21,7 @@ use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
 
-use super::delimiters::Delimiters;
+use super::delimiters::{self, Delimiters};
 use super::{DISCONNECT, Frame, KEEP_CAPACITY, Oversize, too_long};
 
 /// Built once: a `Finder` analyses its needle (rare bytes, SIMD searcher), which is
@@ -187,9 +187,9 @@ impl LineDecoder {
     /// returns `None` and changes nothing, so the caller decodes `input` instead.
     ///
     /// Why: a caller that only counts messages (`--mode discard`) would otherwise pay
-    /// for a callback per line; this is two vectorised passes over the read (a search
-    /// for `!Disconnect`'s `!`, a delimiter count) and a look at the line in progress
-    /// and the tail.
+    /// for a callback per line; this is one vectorised pass over the read (the line
+    /// ends counted, lines that begin with `!Disconnect`'s `!` noticed:
+    /// [`delimiters::tally`]) and a look at the line in progress and the tail.
     /// It is deliberately conservative: `None` whenever a line could be oversize,
     /// could be `!Disconnect` (which the caller must see, to close), or empty lines
     /// are skipped (octet framing's fallback). The decoder state it leaves (`pending`,
@@ -212,8 +212,13 @@ impl LineDecoder {
                 return None;
             }
         }
-        let (lines, tail) = self.plain_lines(input)?;
-        let count = memchr::memchr_iter(self.delimiter, lines).count() as u64;
+        let (lines, tail) = self.complete_lines(input)?;
+        // Any line that is `!Disconnect` lies wholly in `lines` and begins with `!`.
+        let tally = delimiters::tally(self.delimiter, DISCONNECT_START, lines);
+        if tally.marked && contains_disconnect(lines) {
+            return None;
+        }
+        let count = tally.ends;
         self.pending.clear();
         self.seen = 0;
         self.hold(tail);
@@ -271,6 +276,19 @@ impl LineDecoder {
     /// those lines can be anything but a plain message; the caller has checked the
     /// line in progress, if any, which the first of them ends.
     fn plain_lines<'a>(&self, input: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+        let (lines, tail) = self.complete_lines(input)?;
+        // Any line that is `!Disconnect` lies wholly in `lines`.
+        if contains_disconnect(lines) {
+            return None;
+        }
+        Some((lines, tail))
+    }
+
+    /// `input`'s complete lines and the unterminated tail after them, when none of
+    /// those lines can be oversize; the caller has checked the line in progress, if
+    /// any, which the first of them ends. Whether one is `!Disconnect` is left to
+    /// the caller.
+    fn complete_lines<'a>(&self, input: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
         let Some(last) = memchr::memrchr(self.delimiter, input) else {
             return Some((&[], input));
         };
@@ -289,10 +307,6 @@ impl LineDecoder {
             {
                 return None;
             }
-        }
-        // Any line that is `!Disconnect` lies wholly in `lines`.
-        if contains_disconnect(lines) {
-            return None;
         }
         Some((lines, tail))
     }
