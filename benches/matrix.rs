@@ -9,7 +9,7 @@
 //! time. Servers run with `-w 2` and `-q`, stdout into a pipe read by a thread here
 //! that counts lines.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
@@ -287,12 +287,35 @@ fn connect(addr: SocketAddr, source: Option<[u8; 4]>) -> TcpStream {
     socket.into()
 }
 
+/// The kernel's TCP counters (`/proc/net/snmp`, `/proc/net/netstat`) by name
+/// (`Tcp:RetransSegs`, `TcpExt:TCPLossProbes`): system-wide, so a difference over a
+/// run counts that run's senders and server together.
+fn tcp_counters() -> HashMap<String, u64> {
+    let mut counters = HashMap::new();
+    for file in ["/proc/net/snmp", "/proc/net/netstat"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        // Each group is a line of names and a line of values, both led by `Group:`.
+        for pair in lines.chunks_exact(2) {
+            let mut names = pair[0].split_whitespace();
+            let group = names.next().unwrap_or_default();
+            for (name, value) in names.zip(pair[1].split_whitespace().skip(1)) {
+                if let Ok(value) = value.parse() {
+                    counters.insert(format!("{group}{name}"), value);
+                }
+            }
+        }
+    }
+    counters
+}
+
 /// P1 / P1d: every connection writes its payload `repeat` times, half-closes and
 /// waits for EOF.
 /// Returns messages per second, timed to the last line counted (`print`) or to the
 /// last EOF (`discard`, raw ceiling).
 fn ingest(kind: Kind, mode: &str, data: &[Arc<Vec<u8>>], repeat: usize, by_lines: bool) -> f64 {
     let server = Running::start(kind, mode, false);
+    let tcp_before = tcp_counters();
     let total = (data.len() * data[0].len() / MSG * repeat) as u64;
     server.expect_lines(total);
     let conns: Vec<TcpStream> = (0..data.len()).map(|_| connect(server.tcp, None)).collect();
@@ -327,13 +350,20 @@ fn ingest(kind: Kind, mode: &str, data: &[Arc<Vec<u8>>], repeat: usize, by_lines
     };
     let (user, sys) = server.cpu();
     let (waits, preempted) = server.switches();
+    let tcp_after = tcp_counters();
+    let grew = |name: &str| {
+        let count = |c: &HashMap<String, u64>| c.get(name).copied().unwrap_or(0);
+        count(&tcp_after).saturating_sub(count(&tcp_before))
+    };
     eprintln!(
-        "    {}: server CPU {:.0} ns/msg user + {:.0} ns/msg sys; {:.0} waits and {:.0} preemptions per million msgs",
+        "    {}: server CPU {:.0} ns/msg user + {:.0} ns/msg sys; {:.0} waits and {:.0} preemptions per million msgs; {} segments retransmitted, {} loss probes",
         kind.name(),
         user * 1e9 / total as f64,
         sys * 1e9 / total as f64,
         waits as f64 * 1e6 / total as f64,
-        preempted as f64 * 1e6 / total as f64
+        preempted as f64 * 1e6 / total as f64,
+        grew("Tcp:RetransSegs"),
+        grew("TcpExt:TCPLossProbes"),
     );
     total as f64 / end.duration_since(t0).as_secs_f64()
 }

@@ -70,7 +70,10 @@ fn serve(listener: std::net::TcpListener) -> io::Result<()> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut lines = 0u64;
     loop {
-        poll.poll(&mut events, None)?;
+        match poll.poll(&mut events, None) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other?,
+        }
         for event in events.iter() {
             if event.token() == LISTENER {
                 while let Ok((mut stream, _)) = listener.accept() {

@@ -61,9 +61,17 @@ pub const WAKER: Token = Token(usize::MAX - 1);
 /// UDP socket `i` is registered as `UDP_BASE - i`.
 const UDP_BASE: usize = usize::MAX - 2;
 
-/// Bytes read from one connection per turn before the next one gets its go: four
-/// full reads.
-const READ_BUDGET: usize = 1024 * 1024;
+/// Bytes read from one connection per turn before the next one gets its go: 32
+/// full reads, about 2 ms of copying. As big as this because data left unread
+/// costs more than a longer turn: with 1 MiB turns, 50 streaming connections per
+/// worker each waited ~10 ms between turns with a full receive queue; the kernel
+/// then delays its ACKs (the window cannot open), the senders' tail loss probes
+/// fire and resend data that had arrived. In P1d that was 8,600 spurious
+/// retransmissions a run (the raw ceiling, which reads until empty: ~450), and
+/// 4 ns more system time a message; with 8 MiB, ~1,500 (`TcpRetransSegs` in
+/// /proc/net/snmp, which the matrix prints). tokio's cooperative budget comes to
+/// about the same: 128 reads of 64 KiB.
+const READ_BUDGET: usize = 8 * 1024 * 1024;
 /// The read buffer shared by all of a worker's connections: one per worker, so it
 /// can be big. A streaming sender's reads then carry thousands of messages each,
 /// which is what keeps ingest within reach of a reader that only counts lines.
