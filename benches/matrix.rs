@@ -564,6 +564,19 @@ fn echo(kind: Kind, rate: Option<u64>, secs: f64) -> f64 {
         last = Some(last.map_or(end, |l| l.max(end)));
     }
     let elapsed = last.unwrap().duration_since(first.unwrap()).as_secs_f64();
+    if rate.is_none() {
+        let (user, sys) = server.cpu();
+        let (waits, preempted) = server.switches();
+        let per_k = |n: u64| n as f64 * 1e3 / total as f64;
+        eprintln!(
+            "    {}: server CPU {:.2} µs user + {:.2} µs sys per round trip; {:.0} waits and {:.0} preemptions per thousand",
+            kind.name(),
+            user * 1e6 / total as f64,
+            sys * 1e6 / total as f64,
+            per_k(waits),
+            per_k(preempted)
+        );
+    }
     match rate {
         None => total as f64 / elapsed,
         Some(_) => hist.value_at_quantile(0.99) as f64,

@@ -108,8 +108,9 @@ impl Conn {
     }
 
     /// Writes what the outbox holds until it is empty or the socket is full. Never
-    /// blocks: a full socket waits for the next WRITABLE edge.
-    pub fn write_outbox(&mut self) -> io::Result<()> {
+    /// blocks: a full socket waits for the next WRITABLE edge. `now` (the event
+    /// loop's time) becomes the last activity when something was written.
+    pub fn write_outbox(&mut self, now: Instant) -> io::Result<()> {
         let before = self.sent;
         while self.writable && self.sent < self.outbox.len() {
             match self
@@ -125,7 +126,7 @@ impl Conn {
         }
         if self.sent != before {
             // The peer is reading: not idle.
-            self.last_active = Instant::now();
+            self.last_active = now;
         }
         if self.sent == self.outbox.len() {
             self.sent = 0;
