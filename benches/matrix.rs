@@ -9,6 +9,7 @@
 //! time. Servers run with `-w 2` and `-q`, stdout into a pipe read by a thread here
 //! that counts lines.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
@@ -686,6 +687,17 @@ fn main() {
         .collect();
     let wanted = |id: &str| filter.is_empty() || filter.iter().any(|f| f == id);
     let mut rows: Vec<String> = Vec::new();
+    // Each run's sockpool and tokio figures, set by `alternate` for `row`.
+    let pairs: RefCell<Vec<(f64, f64)>> = RefCell::new(Vec::new());
+    let ratio = |s: f64, t: f64, higher_is_better: bool| {
+        if s == t {
+            1.0
+        } else if higher_is_better {
+            s / t
+        } else {
+            t / s
+        }
+    };
     let mut row = |id: &str,
                    what: &str,
                    notes: &str,
@@ -693,14 +705,20 @@ fn main() {
                    t: f64,
                    extra: String,
                    higher_is_better: bool| {
-        let ratio = if s == t {
-            1.0
-        } else if higher_is_better {
-            s / t
-        } else {
-            t / s
-        };
-        let line = format!("| {id} | {what} | {s:.0} | {t:.0} | {extra} | {ratio:.2}× | {notes} |");
+        let of_medians = ratio(s, t, higher_is_better);
+        // The two runs of a pair ran next to each other, so their ratio does not
+        // move with the machine's speed over the whole matrix, as the ratio of the
+        // medians can: both are printed.
+        let paired = median(
+            pairs
+                .borrow()
+                .iter()
+                .map(|&(s, t)| ratio(s, t, higher_is_better))
+                .collect(),
+        );
+        let line = format!(
+            "| {id} | {what} | {s:.0} | {t:.0} | {extra} | {of_medians:.2}× (pairs: {paired:.2}×) | {notes} |"
+        );
         eprintln!("{line}");
         rows.push(line);
     };
@@ -714,6 +732,11 @@ fn main() {
                 results[i].push(v);
             }
         }
+        *pairs.borrow_mut() = results[0]
+            .iter()
+            .copied()
+            .zip(results[1].iter().copied())
+            .collect();
         results.into_iter().map(median).collect()
     };
     let both = [Kind::Sockpool, Kind::Tokio];
@@ -863,7 +886,9 @@ fn main() {
             true,
         );
     }
-    println!("| # | scenario | sockpool | tokio | raw ceiling | sockpool vs tokio | notes |");
+    println!(
+        "| # | scenario | sockpool | tokio | raw ceiling | sockpool vs tokio: ratio of medians (median of per-pair ratios) | notes |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
