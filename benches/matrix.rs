@@ -3,7 +3,8 @@
 //! times with the contenders alternating, reporting medians and ratios.
 //!
 //! `cargo build --release --bins --examples && cargo bench --bench matrix [-- P1 P4 …]`
-//! Environment: `MATRIX_RUNS` (default 3).
+//! Environment: `MATRIX_RUNS` (default 3); `MATRIX_SOCKPOOL=PATH` runs another build
+//! of the server in sockpool's place (an A/B of a change against the same baselines).
 //!
 //! The load comes from this process, on loopback; every loop is bounded in count and
 //! time. Servers run with `-w 2` and `-q`, stdout into a pipe read by a thread here
@@ -54,8 +55,11 @@ impl Kind {
     fn command(self, mode: &str, extra: &[&str]) -> Command {
         let release = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release");
         let (path, args): (PathBuf, Vec<&str>) = match self {
+            // `MATRIX_SOCKPOOL=PATH` runs another build of the server (an A/B of a
+            // change, each side against the same baselines).
             Kind::Sockpool => (
-                release.join("sockpool-server"),
+                std::env::var_os("MATRIX_SOCKPOOL")
+                    .map_or_else(|| release.join("sockpool-server"), PathBuf::from),
                 vec!["-l", "127.0.0.1:0", "-w", "2", "-q", "--mode", mode],
             ),
             Kind::Tokio => (
