@@ -739,6 +739,23 @@ mod tests {
     }
 
     #[test]
+    fn skim_counts_lines_that_only_contain_disconnect() {
+        // `!Disconnect` inside a line is a plain message: skim counts it rather
+        // than falling back to decode, since no line begins with `!`.
+        let mut d = decoder(64);
+        assert_eq!(d.skim(b"say !Disconnect\nok!\n"), Some(2));
+        // A line that begins with `!` sends the read to the exact check, which
+        // leaves a read holding `!Disconnect` anywhere to decode.
+        assert_eq!(decoder(64).skim(b"!x\nok\n"), Some(2));
+        assert_eq!(decoder(64).skim(b"!Disconnected\n"), None);
+        // The first line of a read continues one that began earlier: it is not
+        // `!Disconnect` however it starts here.
+        let mut d = decoder(64);
+        assert_eq!(d.skim(b"abc"), Some(0));
+        assert_eq!(d.skim(b"defghijklmnop!Disconnect\nok\n"), Some(2));
+    }
+
+    #[test]
     fn skim_leaves_long_lines_to_decode() {
         let mut d = decoder(16);
         assert_eq!(
