@@ -27,9 +27,9 @@ use crate::message::ConnId;
 use crate::net::fdlimit::SpareFd;
 use crate::net::filter::{ConnLimits, Filter, Refusal};
 
+use super::inbox::Job;
 use super::pool::ThreadPool;
 use super::stats::Counters;
-use super::worker::Job;
 
 /// Wakes the acceptor to stop.
 pub const STOP: Token = Token(usize::MAX - 1);

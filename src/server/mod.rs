@@ -3,13 +3,18 @@
 
 pub mod acceptor;
 pub mod batch;
+pub mod broker;
 pub mod conn;
 pub mod idle;
+pub mod inbox;
 pub mod metrics;
 pub mod mode;
 pub mod pool;
+pub mod ready;
 pub mod shutdown;
 pub mod stats;
+pub mod tcp;
+pub mod transport;
 pub mod udp;
 pub mod worker;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use mio::{Poll, Waker};
 
 use crate::frame::FrameConfig;
@@ -16,9 +16,10 @@ use crate::net::filter::{ConnLimits, Filter};
 use crate::output::{Format, Notify, Sink};
 
 use super::batch::Batch;
+use super::inbox::{Job, Mailbox, WAKER};
 use super::mode::Mode;
 use super::stats::Stats;
-use super::worker::{Job, WAKER, Worker, WorkerSetup};
+use super::worker::{Worker, WorkerSetup};
 
 /// What the pool is built from.
 #[derive(Debug)]
@@ -39,25 +40,6 @@ pub struct PoolConfig {
     pub filter: Arc<Filter>,
     /// `--idle-timeout`; `None`: never.
     pub idle_timeout: Option<Duration>,
-}
-
-/// How to reach one worker: its inbox and the waker of its event loop.
-#[derive(Debug)]
-pub struct Mailbox {
-    inbox: Sender<Job>,
-    waker: Arc<Waker>,
-}
-
-impl Mailbox {
-    /// Queues `job` without waking the worker (see [`Mailbox::wake`]), so a burst
-    /// of jobs costs one wake-up.
-    pub fn post(&self, job: Job) {
-        let _ = self.inbox.send(job);
-    }
-
-    pub fn wake(&self) {
-        let _ = self.waker.wake();
-    }
 }
 
 /// The running workers.
@@ -102,7 +84,7 @@ impl ThreadPool {
         for waker in wakers {
             let (inbox, rx) = crossbeam_channel::unbounded();
             inboxes.push(rx);
-            mailboxes.push(Mailbox { inbox, waker });
+            mailboxes.push(Mailbox::new(inbox, waker));
         }
         let mailboxes: Arc<[Mailbox]> = mailboxes.into();
         for (index, ((poll, inbox), sink_handle)) in
