@@ -160,6 +160,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "BYTE", default_value = "\\n", value_parser = parse_delimiter,
           env = "SOCKPOOL_DELIMITER")]
     pub delimiter: u8,
+
+    /// Also write the latency percentile distribution to FILE, in HdrHistogram's
+    /// text format (milliseconds; what wrk2 prints and scripts/hgrm_plot.py plots).
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -189,6 +194,7 @@ impl BenchArgs {
                 delimiter: self.delimiter,
                 ..FrameConfig::default()
             },
+            hgrm: self.hgrm,
         }
     }
 }
