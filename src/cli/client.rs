@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use super::generate::Generate;
 use super::{parse_delimiter, parse_secs};
 use crate::bench::{self, Stop, payload};
 use crate::client::{Config, Source};
@@ -21,7 +22,7 @@ use crate::frame::{FrameConfig, Framing};
 #[derive(Debug, Parser)]
 #[command(
     name = "sockpool-client",
-    version,
+    version = super::VERSION,
     args_conflicts_with_subcommands = true
 )]
 pub struct ClientArgs {
@@ -65,6 +66,11 @@ pub struct ClientArgs {
     /// The messages to send.
     #[arg(value_name = "MESSAGE")]
     pub messages: Vec<OsString>,
+
+    /// Print a man page (covering `bench` too) or a shell completion script on stdout
+    /// and exit (other flags are ignored).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub generate: Option<Generate>,
 }
 
 /// Subcommands.
