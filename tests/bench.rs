@@ -11,7 +11,7 @@ use serde_json::Value;
 
 mod support;
 
-use support::{Client, Output, Server, summary_count};
+use support::{Client, Output, Server, TempFile, summary_count};
 
 /// Runs `sockpool-client bench ARGS` to its end, with empty stdin.
 fn bench(args: &[&str]) -> Output {
@@ -105,6 +105,96 @@ fn a_rate_limited_run_keeps_its_rate_and_measures_latency() {
     assert!(r["udp"].is_null());
     let summary = server.sigterm_summary();
     assert_eq!(summary_count(&summary, "tcp"), sent, "{summary}");
+}
+
+/// `--hgrm` writes HdrHistogram's percentile distribution: the header, rows of
+/// `Value Percentile TotalCount 1/(1-Percentile)` rising to 100% and to every
+/// reply, and the `#[Mean …]` footer, as wrk2 prints it and HdrHistogram's
+/// plotter reads it.
+#[test]
+fn hgrm_writes_the_latency_distribution_in_hdrhistograms_format() {
+    let server = Server::start(&["--mode", "echo", "-q"]);
+    let addr = server.tcp_addr().to_string();
+    let file = TempFile::new("latency.hgrm", b"stale");
+    let path = file.path.to_str().unwrap();
+    let out = bench(&[
+        "-s",
+        &addr,
+        "--rate",
+        "1000",
+        "--messages",
+        "500",
+        "--connections",
+        "5",
+        "--echo",
+        "--json",
+        "--hgrm",
+        path,
+    ]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let r = final_report(&out.stdout);
+    let received = r["received"].as_u64().unwrap();
+    assert_eq!(received, 500);
+    let text = std::fs::read_to_string(&file.path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "       Value     Percentile TotalCount 1/(1-Percentile)"
+    );
+    assert_eq!(lines[1], "");
+    let rows: Vec<Vec<f64>> = lines[2..]
+        .iter()
+        .take_while(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().map(|f| f.parse().unwrap()).collect())
+        .collect();
+    assert!(rows.len() > 5, "{text}");
+    let (last, body) = rows.split_last().unwrap();
+    for pair in rows.windows(2) {
+        assert!(pair[0][0] <= pair[1][0], "values rise: {text}");
+        assert!(pair[0][1] <= pair[1][1], "percentiles rise: {text}");
+        assert!(pair[0][2] <= pair[1][2], "counts rise: {text}");
+    }
+    for row in body {
+        assert_eq!(row.len(), 4, "{text}");
+        let inverse = 1.0 / (1.0 - row[1]);
+        assert!((row[3] - inverse).abs() <= 0.01, "{row:?}");
+    }
+    assert_eq!(last.len(), 3, "{text}");
+    assert_eq!((last[1], last[2]), (1.0, received as f64));
+    // The latencies are in milliseconds: the report's max (µs) is the last value.
+    let max_ms = r["latency"]["max"].as_f64().unwrap() / 1000.0;
+    assert!((last[0] - max_ms).abs() <= max_ms / 500.0 + 0.001, "{text}");
+    let footer = &lines[2 + rows.len()..];
+    assert_eq!(footer.len(), 3, "{text}");
+    assert!(footer[0].starts_with("#[Mean    = ") && footer[0].contains(", StdDeviation   = "));
+    assert!(
+        footer[1].starts_with("#[Max     = ")
+            && footer[1].ends_with(&format!(", Total count    = {received:>12}]"))
+    );
+    assert!(
+        footer[2].starts_with("#[Buckets = ")
+            && footer[2].ends_with(", SubBuckets     =         2048]")
+    );
+}
+
+#[test]
+fn hgrm_that_cannot_be_written_is_one_error_line() {
+    let server = Server::start(&["--mode", "echo", "-q"]);
+    let addr = server.tcp_addr().to_string();
+    let out = bench(&[
+        "-s",
+        &addr,
+        "--messages",
+        "10",
+        "--echo",
+        "--hgrm",
+        "/nonexistent-dir/latency.hgrm",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: cannot write the latency distribution to /nonexistent-dir/latency.hgrm: no such file or directory"
+    );
 }
 
 #[test]

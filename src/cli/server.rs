@@ -8,6 +8,7 @@ use clap::{ArgAction, Parser};
 
 use ipnet::IpNet;
 
+use super::generate::Generate;
 use super::{parse_delimiter, parse_listen, parse_secs};
 use crate::frame::{FrameConfig, Framing, Oversize};
 use crate::net::filter::{Filter, parse_cidr};
@@ -18,7 +19,7 @@ use crate::server::mode::Mode;
 /// A TCP + UDP message server: prints, echoes or relays what clients send, served by
 /// a fixed pool of event-loop worker threads.
 #[derive(Debug, Parser)]
-#[command(name = "sockpool-server", version)]
+#[command(name = "sockpool-server", version = super::VERSION)]
 pub struct ServerArgs {
     /// Address to listen on for TCP and UDP; repeatable. `127.0.0.1:8080`,
     /// `[::1]:8080`, `[::]:8080` (dual-stack); port 0 picks a free port.
@@ -128,6 +129,11 @@ pub struct ServerArgs {
     /// More diagnostics: -v debug, -vv trace (RUST_LOG overrides both).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
+
+    /// Print a man page or a shell completion script on stdout and exit (other
+    /// flags are ignored).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub generate: Option<Generate>,
 }
 
 impl ServerArgs {
