@@ -121,6 +121,12 @@ pub struct ServerArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs, env = "SOCKPOOL_KEEPALIVE")]
     pub keepalive: Option<Duration>,
 
+    /// Bind TCP and UDP with SO_REUSEPORT, so several processes share the address
+    /// (the kernel spreads connections and datagrams over them); without it a taken
+    /// port is an error.
+    #[arg(long, env = "SOCKPOOL_REUSE_PORT")]
+    pub reuse_port: bool,
+
     /// Fewer diagnostics: -q warnings only, -qq errors only.
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
     pub quiet: u8,
@@ -157,6 +163,7 @@ impl ServerArgs {
             recv_buffer: self.recv_buffer.map(saturating_usize),
             // Keepalive works in whole seconds; less than one means one.
             keepalive: self.keepalive.map(|d| d.max(Duration::from_secs(1))),
+            reuse_port: self.reuse_port,
         }
     }
 }

@@ -137,6 +137,7 @@ impl Acceptor {
                 Err(err) => return Err(err),
             }
             if stop.load(Ordering::SeqCst) {
+                self.accept_backlog(pool, counters, &mut woken);
                 return Ok(());
             }
             let retry = self.retry_at.is_some_and(|at| Instant::now() >= at);
@@ -153,6 +154,22 @@ impl Acceptor {
                 if std::mem::take(flag) {
                     pool.wake(index);
                 }
+            }
+        }
+    }
+
+    /// At shutdown: accepts what the kernel queued on every listener (connections
+    /// whose handshake completed before the signal) and hands it to the workers
+    /// ahead of their drain job, so closing the listeners right after resets
+    /// nothing that was waiting. See docs/deploy.md for what may still arrive
+    /// between this pass and the close.
+    fn accept_backlog(&mut self, pool: &ThreadPool, counters: &Counters, woken: &mut [bool]) {
+        for i in 0..self.listeners.len() {
+            self.accept_all(i, pool, counters, woken);
+        }
+        for (index, flag) in woken.iter_mut().enumerate() {
+            if std::mem::take(flag) {
+                pool.wake(index);
             }
         }
     }

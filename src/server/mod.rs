@@ -60,6 +60,8 @@ pub struct Config {
     pub recv_buffer: Option<usize>,
     /// TCP keepalive idle time on accepted connections; `None`: off.
     pub keepalive: Option<Duration>,
+    /// `--reuse-port`: share the address with other processes (SO_REUSEPORT).
+    pub reuse_port: bool,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             metrics: None,
             recv_buffer: None,
             keepalive: None,
+            reuse_port: false,
         }
     }
 }
@@ -120,9 +123,18 @@ pub fn start(config: Config) -> Result<(), ServerError> {
             backlog: config.backlog,
             udp_sockets: workers,
             recv_buffer: config.recv_buffer,
+            reuse_port: config.reuse_port,
         },
         |line| eprintln!("{line}"),
     )?;
+    if config.reuse_port
+        && config.tcp
+        && crate::net::listen::migrates_queued_connections() == Some(false)
+    {
+        warn!(
+            "--reuse-port: net.ipv4.tcp_migrate_req is 0, so a connection that reaches this process's queue as it stops is reset instead of being handed to another process (docs/deploy.md)"
+        );
+    }
     // What is open now, plus each worker's poll and waker still to come.
     let in_use = fdlimit::open_descriptors().unwrap_or(16) + 2 * workers as u64;
     let fd_max = fdlimit::default_max_connections(nofile, in_use);

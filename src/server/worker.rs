@@ -80,6 +80,11 @@ const READ_BUF: usize = 256 * 1024;
 /// drain below half of it, so a client that sends but never reads cannot grow the
 /// server's memory.
 const OUTBOX_PAUSE: usize = 1024 * 1024;
+/// At shutdown, how long a connection that has sent nothing yet may still send
+/// (at most half the drain timeout). A client that connected just before the signal
+/// (from the listen backlog, say) and writes right after the handshake would
+/// otherwise find its connection closed with its message in flight, and be reset.
+const FRESH_GRACE: Duration = Duration::from_secs(1);
 /// Broker and chat: a receiver with this much relayed to it unread is cut off.
 const OUTBOX_CUTOFF: usize = 8 * 1024 * 1024;
 
@@ -134,6 +139,9 @@ pub struct Worker {
     /// Connections to close once the current fan-out is done.
     doomed: Vec<(usize, CloseReason)>,
     draining: bool,
+    /// While draining: connections that had sent nothing when it began are read as
+    /// usual until then (see [`FRESH_GRACE`]).
+    grace: Option<Instant>,
     done: Sender<usize>,
     limits: Arc<ConnLimits>,
     idle: Option<IdleTimers>,
@@ -177,6 +185,7 @@ impl Worker {
             relay_out: Vec::new(),
             doomed: Vec::new(),
             draining: false,
+            grace: None,
             done: setup.done,
             limits: setup.limits,
             idle: setup.idle_timeout.map(IdleTimers::new),
@@ -202,6 +211,13 @@ impl Worker {
                     .and_then(IdleTimers::next_deadline)
                     .map(|at| at.saturating_duration_since(Instant::now()))
             };
+            let timeout = match (timeout, self.grace) {
+                (t, None) => t,
+                (t, Some(at)) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    Some(t.map_or(left, |t| t.min(left)))
+                }
+            };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -214,6 +230,9 @@ impl Worker {
                 break;
             }
             self.now = Instant::now();
+            if self.grace.is_some_and(|at| self.now >= at) {
+                self.end_grace();
+            }
             let mut woken = false;
             for event in events.iter() {
                 match event.token() {
@@ -347,8 +366,16 @@ impl Worker {
     fn start_drain(&mut self, deadline: Instant) {
         self.draining = true;
         self.batch.drain_until(deadline);
+        let now = Instant::now();
+        let grace = now + FRESH_GRACE.min(deadline.saturating_duration_since(now) / 2);
         for (key, conn) in self.conns.iter_mut() {
-            conn.drain_left = Some(crate::net::pending_bytes(&conn.stream).unwrap_or(0));
+            let pending = crate::net::pending_bytes(&conn.stream).unwrap_or(0);
+            if pending == 0 && conn.messages == 0 && conn.decoder.buffered() == 0 {
+                // Nothing sent yet: read as usual until the grace ends.
+                self.grace = Some(grace);
+            } else {
+                conn.drain_left = Some(pending);
+            }
             conn.readable = true;
             if !conn.queued && conn.finishing.is_none() {
                 conn.queued = true;
@@ -357,6 +384,22 @@ impl Worker {
         }
         for reader in &mut self.udp {
             reader.readable = true;
+        }
+    }
+
+    /// The grace for connections that had sent nothing is over: like the others,
+    /// they are read up to what the kernel holds now, then closed.
+    fn end_grace(&mut self) {
+        self.grace = None;
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.drain_left.is_none() {
+                conn.drain_left = Some(crate::net::pending_bytes(&conn.stream).unwrap_or(0));
+                conn.readable = true;
+                if !conn.queued && conn.finishing.is_none() {
+                    conn.queued = true;
+                    self.ready.push_back(key);
+                }
+            }
         }
     }
 
