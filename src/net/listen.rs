@@ -7,6 +7,7 @@
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 
+use super::activation::Activated;
 use super::{NetError, bind, datagram_socket, listen, stream_socket};
 
 /// What to bind.
@@ -32,6 +33,35 @@ pub struct Listeners {
     pub tcp: Vec<TcpListener>,
     /// `udp[i]` holds the sockets for address `i`, one per worker.
     pub udp: Vec<Vec<UdpSocket>>,
+}
+
+impl Listeners {
+    /// The sockets passed by socket activation, as listeners, each announced by its
+    /// `listening …` line. A passed UDP socket is one socket, so one worker reads
+    /// it. Returns the sockets this kind of listener cannot hold (Unix ones), for
+    /// the caller to serve or refuse.
+    pub fn from_activated(
+        sockets: Vec<Activated>,
+        mut announce: impl FnMut(&str),
+    ) -> (Listeners, Vec<Activated>) {
+        let mut out = Listeners::default();
+        let mut rest = Vec::new();
+        for socket in sockets {
+            let line = socket.announcement();
+            match socket {
+                Activated::Tcp(listener) => {
+                    announce(&line);
+                    out.tcp.push(listener);
+                }
+                Activated::Udp(socket) => {
+                    announce(&line);
+                    out.udp.push(vec![socket]);
+                }
+                unix @ Activated::Unix { .. } => rest.push(unix),
+            }
+        }
+        (out, rest)
+    }
 }
 
 /// Binds everything or fails with the first address that could not be bound.

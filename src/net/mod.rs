@@ -4,6 +4,7 @@
 //! `bind`, `listen`, `accept`, `connect`, `send_message`, `sendto`, `recvfrom`.
 //! The server reads UDP in batches through [`mmsg::RecvBatch`] (`recvmmsg`).
 
+pub mod activation;
 pub mod fdlimit;
 pub mod filter;
 pub mod listen;

@@ -24,7 +24,7 @@ use crate::frame::FrameConfig;
 use crate::net::NetError;
 use crate::net::fdlimit;
 use crate::net::filter::{ConnLimits, Filter};
-use crate::net::listen::{ListenConfig, bind_all};
+use crate::net::listen::{ListenConfig, Listeners, bind_all};
 use crate::output::Format;
 
 use self::acceptor::{AcceptPolicy, Acceptor};
@@ -97,6 +97,10 @@ const SINK_CAPACITY: usize = 4 * 1024 * 1024;
 pub enum ServerError {
     #[error(transparent)]
     Net(#[from] NetError),
+    #[error("cannot use the sockets passed by socket activation: {0}")]
+    Activation(#[from] crate::net::activation::ActivationError),
+    #[error("cannot serve the {0} passed by socket activation: Unix sockets are not served yet")]
+    UnixActivated(String),
     #[error("cannot {action}: {}", crate::net::describe(.source))]
     Io {
         action: &'static str,
@@ -115,18 +119,31 @@ pub fn start(config: Config) -> Result<(), ServerError> {
     let signals = shutdown::catch().map_err(io_err("watch for signals"))?;
     // Every connection costs a descriptor: take all the system lets us have.
     let nofile = fdlimit::raise_nofile().map_err(io_err("read the open-files limit"))?;
-    let listeners = bind_all(
-        &ListenConfig {
-            addrs: config.listen.clone(),
-            tcp: config.tcp,
-            udp: config.udp,
-            backlog: config.backlog,
-            udp_sockets: workers,
-            recv_buffer: config.recv_buffer,
-            reuse_port: config.reuse_port,
-        },
-        |line| eprintln!("{line}"),
-    )?;
+    let listeners = match crate::net::activation::listen_fds()? {
+        // systemd's sockets replace --listen.
+        Some(passed) => {
+            let (listeners, unserved) =
+                Listeners::from_activated(passed, |line| eprintln!("{line}"));
+            if let Some(unix) = unserved.first() {
+                let line = unix.announcement();
+                let what = line.strip_prefix("listening ").unwrap_or(&line);
+                return Err(ServerError::UnixActivated(format!("socket {what}")));
+            }
+            listeners
+        }
+        None => bind_all(
+            &ListenConfig {
+                addrs: config.listen.clone(),
+                tcp: config.tcp,
+                udp: config.udp,
+                backlog: config.backlog,
+                udp_sockets: workers,
+                recv_buffer: config.recv_buffer,
+                reuse_port: config.reuse_port,
+            },
+            |line| eprintln!("{line}"),
+        )?,
+    };
     if config.reuse_port
         && config.tcp
         && crate::net::listen::migrates_queued_connections() == Some(false)
