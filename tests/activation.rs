@@ -100,7 +100,10 @@ impl Activated {
             .stdout
             .recv_timeout(support::WAIT)
             .expect("a stdout line in time");
-        String::from_utf8(bytes).unwrap().trim_end_matches('\n').to_string()
+        String::from_utf8(bytes)
+            .unwrap()
+            .trim_end_matches('\n')
+            .to_string()
     }
 }
 

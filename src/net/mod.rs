@@ -9,6 +9,7 @@ pub mod fdlimit;
 pub mod filter;
 pub mod listen;
 pub mod mmsg;
+pub mod proxy;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

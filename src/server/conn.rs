@@ -2,13 +2,15 @@
 //! one partial message, the outbox of replies not yet written, and what the kernel
 //! last told us about readiness.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::time::Instant;
 
 use mio::net::TcpStream;
 
 use crate::frame::Decoder;
 use crate::message::{ConnId, Peer};
+
+use super::proxied::AwaitingHeader;
 
 /// An outbox buffer larger than this is freed once it has been written out, so an
 /// idle connection holds no buffer.
@@ -47,6 +49,12 @@ pub struct Conn {
     /// Reading has ended (end of stream, `!Disconnect`, shutdown); the connection
     /// closes once its outbox is written.
     pub finishing: Option<CloseReason>,
+    /// `--proxy-protocol`: the PROXY header has not arrived yet (`server::proxied`);
+    /// until it has, `peer` is the proxy and only `--max-connections` counts it.
+    pub header: Option<Box<AwaitingHeader>>,
+    /// Bytes read with the PROXY header that followed it: the first data, read
+    /// before the socket's.
+    pub preread: Vec<u8>,
 }
 
 /// Why a connection ended.
@@ -58,6 +66,9 @@ pub enum CloseReason {
     Disconnect,
     /// Shutdown: everything pending was read.
     Drained,
+    /// Refused after it was accepted (`--proxy-protocol`: its header, or the
+    /// checks on the client it names).
+    Refused(String),
     /// It did not read what was relayed to it.
     SlowReceiver(usize),
     /// Nothing was read from it or written to it for `--idle-timeout`.
@@ -72,6 +83,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Eof => f.write_str("closed by peer"),
             CloseReason::Disconnect => f.write_str("!Disconnect"),
             CloseReason::Drained => f.write_str("shutdown"),
+            CloseReason::Refused(why) => write!(f, "refused: {why}"),
             CloseReason::SlowReceiver(pending) => {
                 write!(f, "cut off: not reading ({pending} bytes waiting)")
             }
@@ -99,7 +111,22 @@ impl Conn {
             opened: Instant::now(),
             last_active: Instant::now(),
             finishing: None,
+            header: None,
+            preread: Vec::new(),
         }
+    }
+
+    /// Reads what came after the PROXY header first, then the socket.
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.preread.is_empty() {
+            return self.stream.read(buf);
+        }
+        let n = buf.len().min(self.preread.len());
+        buf.get_mut(..n)
+            .unwrap_or_default()
+            .copy_from_slice(self.preread.get(..n).unwrap_or_default());
+        self.preread.drain(..n);
+        Ok(n)
     }
 
     /// Bytes waiting to be written.

@@ -8,6 +8,7 @@ pub mod idle;
 pub mod metrics;
 pub mod mode;
 pub mod pool;
+pub mod proxied;
 pub mod shutdown;
 pub mod stats;
 pub mod udp;
@@ -62,6 +63,9 @@ pub struct Config {
     pub keepalive: Option<Duration>,
     /// `--reuse-port`: share the address with other processes (SO_REUSEPORT).
     pub reuse_port: bool,
+    /// `--proxy-protocol`: who may connect (`--proxy-from`; an empty list admits
+    /// everyone); `None`: connections carry no PROXY header.
+    pub proxy_from: Option<Filter>,
 }
 
 impl Default for Config {
@@ -85,6 +89,7 @@ impl Default for Config {
             recv_buffer: None,
             keepalive: None,
             reuse_port: false,
+            proxy_from: None,
         }
     }
 }
@@ -192,12 +197,14 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         limits: Arc::clone(&limits),
         filter: Arc::clone(&filter),
         idle_timeout: config.idle_timeout,
+        proxy_protocol: config.proxy_from.is_some(),
     })
     .map_err(io_err("start the worker threads"))?;
     let policy = AcceptPolicy {
         filter: config.filter.clone(),
         limits: Arc::clone(&limits),
         keepalive: config.keepalive,
+        proxy_from: config.proxy_from.clone(),
     };
     let (mut acceptor, stop_waker) =
         Acceptor::new(listeners.tcp, policy).map_err(io_err("watch the listeners"))?;

@@ -13,7 +13,7 @@
 //! acceptor's `--max-connections`/`--max-per-ip` counts.
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::frame::{self, DISCONNECT, Decoder, Frame, FrameConfig};
 use crate::message::{ConnId, Message, Peer, Proto};
-use crate::net::filter::{ConnLimits, Filter};
+use crate::net::filter::{ConnLimits, Filter, Refusal};
 use crate::net::mmsg::RecvBatch;
 use crate::output::text::escape;
 
@@ -36,6 +36,7 @@ use super::conn::{CloseReason, Conn};
 use super::idle::IdleTimers;
 use super::mode::{Actions, Mode, Relay};
 use super::pool::Mailbox;
+use super::proxied::{Gate, Step};
 use super::stats::{Counters, DropReason, Stats};
 use super::udp::UdpReader;
 
@@ -110,6 +111,8 @@ pub struct WorkerSetup {
     pub filter: Arc<Filter>,
     /// `--idle-timeout`; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// `--proxy-protocol`: connections start with a PROXY header.
+    pub proxy_protocol: bool,
 }
 
 /// The teaching project's `Worker`, now an event loop rather than one connection.
@@ -142,6 +145,8 @@ pub struct Worker {
     /// While draining: connections that had sent nothing when it began are read as
     /// usual until then (see [`FRESH_GRACE`]).
     grace: Option<Instant>,
+    /// `--proxy-protocol`: connections awaiting their header.
+    proxied: Option<Gate>,
     done: Sender<usize>,
     limits: Arc<ConnLimits>,
     idle: Option<IdleTimers>,
@@ -186,6 +191,9 @@ impl Worker {
             doomed: Vec::new(),
             draining: false,
             grace: None,
+            proxied: setup
+                .proxy_protocol
+                .then(|| Gate::new(Arc::clone(&setup.filter))),
             done: setup.done,
             limits: setup.limits,
             idle: setup.idle_timeout.map(IdleTimers::new),
@@ -211,7 +219,14 @@ impl Worker {
                     .and_then(IdleTimers::next_deadline)
                     .map(|at| at.saturating_duration_since(Instant::now()))
             };
-            let timeout = match (timeout, self.grace) {
+            let wake_at = match (
+                self.grace,
+                self.proxied.as_ref().and_then(Gate::next_deadline),
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = match (timeout, wake_at) {
                 (t, None) => t,
                 (t, Some(at)) => {
                     let left = at.saturating_duration_since(Instant::now());
@@ -233,6 +248,7 @@ impl Worker {
             if self.grace.is_some_and(|at| self.now >= at) {
                 self.end_grace();
             }
+            self.close_headerless();
             let mut woken = false;
             for event in events.iter() {
                 match event.token() {
@@ -336,6 +352,10 @@ impl Worker {
         let peer = Peer::new(peer);
         info!(conn = id, peer = %peer, worker = self.index, "connection opened");
         let mut conn = Conn::new(id, stream, peer.clone(), Decoder::new(&self.frame));
+        if let Some(gate) = self.proxied.as_mut() {
+            conn.header = Some(Box::default());
+            gate.schedule(key, id, self.now);
+        }
         // Data may have arrived before registration: look without waiting for an edge.
         conn.queued = true;
         let opened = conn.opened;
@@ -369,7 +389,7 @@ impl Worker {
         let now = Instant::now();
         let grace = now + FRESH_GRACE.min(deadline.saturating_duration_since(now) / 2);
         for (key, conn) in self.conns.iter_mut() {
-            let pending = crate::net::pending_bytes(&conn.stream).unwrap_or(0);
+            let pending = crate::net::pending_bytes(&conn.stream).unwrap_or(0) + conn.preread.len();
             if pending == 0 && conn.messages == 0 && conn.decoder.buffered() == 0 {
                 // Nothing sent yet: read as usual until the grace ends.
                 self.grace = Some(grace);
@@ -392,13 +412,77 @@ impl Worker {
     fn end_grace(&mut self) {
         self.grace = None;
         for (key, conn) in self.conns.iter_mut() {
-            if conn.drain_left.is_none() {
-                conn.drain_left = Some(crate::net::pending_bytes(&conn.stream).unwrap_or(0));
+            if conn.header.is_some() {
+                // Still no PROXY header: nothing of it can be delivered.
+                self.doomed.push((key, CloseReason::Drained));
+            } else if conn.drain_left.is_none() {
+                conn.drain_left =
+                    Some(crate::net::pending_bytes(&conn.stream).unwrap_or(0) + conn.preread.len());
                 conn.readable = true;
                 if !conn.queued && conn.finishing.is_none() {
                     conn.queued = true;
                     self.ready.push_back(key);
                 }
+            }
+        }
+        self.close_doomed();
+    }
+
+    /// `--proxy-protocol`: closes the connections that have had no complete
+    /// header within [`HEADER_TIMEOUT`](super::proxied::HEADER_TIMEOUT).
+    fn close_headerless(&mut self) {
+        let Some(gate) = self.proxied.as_mut() else {
+            return;
+        };
+        for (key, id) in gate.due(self.now) {
+            let Some(conn) = self
+                .conns
+                .get(key)
+                .filter(|c| c.id == id && c.header.is_some())
+            else {
+                continue;
+            };
+            let why = "no complete PROXY header in time".to_string();
+            self.stats.workers[self.index].refused(Refusal::ProxyHeader);
+            if let Some(held_back) = gate.warn_now(self.now) {
+                warn!(conn = id, peer = %conn.peer, "connection from {} refused: {why}{}", conn.peer, held_back_note(held_back));
+            }
+            self.doomed.push((key, CloseReason::Refused(why)));
+        }
+        self.close_doomed();
+    }
+
+    /// `--proxy-protocol`: reads what a connection awaiting its header has. Returns
+    /// whether the connection is now to be read as usual.
+    fn read_header(&mut self, key: usize) -> bool {
+        let (Some(conn), Some(gate)) = (self.conns.get_mut(key), self.proxied.as_mut()) else {
+            return true;
+        };
+        let Some(state) = conn.header.as_mut() else {
+            return true;
+        };
+        match state.read(&mut conn.stream, conn.peer.addr(), gate, &self.limits) {
+            Step::Wait => {
+                conn.readable = false;
+                false
+            }
+            Step::Ready { client, rest } => {
+                conn.header = None;
+                conn.preread = rest;
+                if let Some(client) = client {
+                    debug!(conn = conn.id, proxy = %conn.peer, client = %client, "PROXY header");
+                    conn.peer = Peer::new(client);
+                }
+                true
+            }
+            Step::Refuse { reason, why } => {
+                self.stats.workers[self.index].refused(reason);
+                if let Some(held_back) = gate.warn_now(self.now) {
+                    warn!(conn = conn.id, peer = %conn.peer, reason = reason.as_str(), "connection from {} refused: {why}{}", conn.peer, held_back_note(held_back));
+                }
+                self.doomed.push((key, CloseReason::Refused(why)));
+                self.close_doomed();
+                false
             }
         }
     }
@@ -416,6 +500,12 @@ impl Worker {
                 continue;
             };
             conn.queued = false;
+            if conn.header.is_some() && !self.read_header(key) {
+                continue;
+            }
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
             let mut handler = Handler {
                 batch: &mut self.batch,
                 counters: &self.stats.workers[self.index],
@@ -550,7 +640,11 @@ impl Worker {
             return;
         };
         // Free its place first: a client told of the close may connect again at once.
-        self.limits.release(conn.peer.addr().ip());
+        if conn.header.is_some() {
+            self.limits.release_unnamed();
+        } else {
+            self.limits.release(conn.peer.addr().ip());
+        }
         if let CloseReason::SlowReceiver(_) = reason {
             warn!(conn = conn.id, peer = %conn.peer, "connection closed: {reason}");
         } else {
@@ -610,7 +704,8 @@ fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn {
             None if budget == 0 => return Turn::More,
             None => buf.len(),
         };
-        let n = match conn.stream.read(&mut buf[..want]) {
+        let preread = !conn.preread.is_empty();
+        let n = match conn.read(&mut buf[..want]) {
             Ok(0) => return finish(conn, h, CloseReason::Eof),
             Ok(n) => n,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
@@ -656,7 +751,7 @@ fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn {
         // `WouldBlock` is skipped, one syscall in three on an echo round trip (tokio
         // does the same). Not after a hang-up, whose edge has already been seen, nor
         // while draining, where the reads are sized to what is left.
-        if n < want && !conn.hung_up && conn.drain_left.is_none() {
+        if n < want && !conn.hung_up && conn.drain_left.is_none() && !preread {
             conn.readable = false;
             return Turn::Idle;
         }
@@ -822,4 +917,13 @@ fn deliver(
 /// Logged at debug level when a UDP peer ends its session.
 pub(crate) fn udp_session_ended(peer: &Peer) {
     debug!(peer = %peer, "udp session ended (!Disconnect)");
+}
+
+/// ` (N more since the last warning)` when warnings were held back.
+fn held_back_note(held_back: u64) -> String {
+    if held_back == 0 {
+        String::new()
+    } else {
+        format!(" ({held_back} more since the last warning)")
+    }
 }
