@@ -122,6 +122,24 @@ pub struct ServerArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs, env = "SOCKPOOL_KEEPALIVE")]
     pub keepalive: Option<Duration>,
 
+    /// Bind TCP and UDP with SO_REUSEPORT, so several processes share the address
+    /// (the kernel spreads connections and datagrams over them); without it a taken
+    /// port is an error.
+    #[arg(long, env = "SOCKPOOL_REUSE_PORT")]
+    pub reuse_port: bool,
+
+    /// Each TCP connection starts with a PROXY protocol header (v1 or v2, as
+    /// HAProxy's send-proxy and send-proxy-v2 send it): the client it names is the
+    /// printed peer and the address --allow/--deny and --max-per-ip see.
+    #[arg(long, env = "SOCKPOOL_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
+    /// With --proxy-protocol, only these proxies may connect (CIDR or address;
+    /// repeatable) [default: any].
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, value_delimiter = ',',
+          requires = "proxy_protocol", env = "SOCKPOOL_PROXY_FROM")]
+    pub proxy_from: Vec<IpNet>,
+
     /// Fewer diagnostics: -q warnings only, -qq errors only.
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
     pub quiet: u8,
@@ -163,6 +181,10 @@ impl ServerArgs {
             recv_buffer: self.recv_buffer.map(saturating_usize),
             // Keepalive works in whole seconds; less than one means one.
             keepalive: self.keepalive.map(|d| d.max(Duration::from_secs(1))),
+            reuse_port: self.reuse_port,
+            proxy_from: self
+                .proxy_protocol
+                .then(|| Filter::new(self.proxy_from, Vec::new())),
         }
     }
 }

@@ -4,10 +4,12 @@
 //! `bind`, `listen`, `accept`, `connect`, `send_message`, `sendto`, `recvfrom`.
 //! The server reads UDP in batches through [`mmsg::RecvBatch`] (`recvmmsg`).
 
+pub mod activation;
 pub mod fdlimit;
 pub mod filter;
 pub mod listen;
 pub mod mmsg;
+pub mod proxy;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::frame::Decoder;
 use crate::message::{ConnId, Peer};
 
+use super::proxied::AwaitingHeader;
 use super::transport::Transport;
 
 /// An outbox buffer larger than this is freed once it has been written out, so an
@@ -43,6 +44,12 @@ pub struct Conn {
     pub opened: Instant,
     /// The last time a byte was read from or written to the peer (`--idle-timeout`).
     pub last_active: Instant,
+    /// `--proxy-protocol`: the PROXY header has not arrived yet (`server::proxied`);
+    /// until it has, `peer` is the proxy and only `--max-connections` counts it.
+    pub header: Option<Box<AwaitingHeader>>,
+    /// Bytes read with the PROXY header that followed it: the first data, read
+    /// before the transport's.
+    preread: Vec<u8>,
 }
 
 /// Where a connection is in its life. Whether it is paused is not a state of its
@@ -69,6 +76,9 @@ pub enum CloseReason {
     Disconnect,
     /// Shutdown: everything pending was read.
     Drained,
+    /// Refused after it was accepted (`--proxy-protocol`: its header, or the
+    /// checks on the client it names).
+    Refused(String),
     /// It did not read what was relayed to it.
     SlowReceiver(usize),
     /// Nothing was read from it or written to it for `--idle-timeout`.
@@ -83,6 +93,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Eof => f.write_str("closed by peer"),
             CloseReason::Disconnect => f.write_str("!Disconnect"),
             CloseReason::Drained => f.write_str("shutdown"),
+            CloseReason::Refused(why) => write!(f, "refused: {why}"),
             CloseReason::SlowReceiver(pending) => {
                 write!(f, "cut off: not reading ({pending} bytes waiting)")
             }
@@ -109,7 +120,46 @@ impl Conn {
             messages: 0,
             opened: now,
             last_active: now,
+            header: None,
+            preread: Vec::new(),
         }
+    }
+
+    /// Reads what came after the PROXY header first, then the transport.
+    #[inline]
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.preread.is_empty() {
+            return self.transport.read(buf);
+        }
+        let n = buf.len().min(self.preread.len());
+        buf.get_mut(..n)
+            .unwrap_or_default()
+            .copy_from_slice(self.preread.get(..n).unwrap_or_default());
+        self.preread.drain(..n);
+        Ok(n)
+    }
+
+    /// The PROXY header is complete: `rest` followed it and is read first.
+    pub fn header_done(&mut self, rest: Vec<u8>) {
+        self.header = None;
+        self.preread = rest;
+    }
+
+    /// Whether bytes that followed the PROXY header are still to be read: a read of
+    /// them says nothing about the socket's queue.
+    pub fn has_preread(&self) -> bool {
+        !self.preread.is_empty()
+    }
+
+    /// What a drain at shutdown still has to read.
+    pub fn pending_input(&self) -> usize {
+        self.transport.pending_bytes().unwrap_or(0) + self.preread.len()
+    }
+
+    /// Whether the peer has sent nothing yet: no message, nothing buffered, nothing
+    /// waiting in the kernel.
+    pub fn fresh(&self) -> bool {
+        self.messages == 0 && self.decoder.buffered() == 0 && self.pending_input() == 0
     }
 
     /// Whether the kernel may hold unread data for us.
@@ -146,7 +196,7 @@ impl Conn {
     /// Shutdown: from now on read only what the kernel holds at this moment.
     pub fn start_drain(&mut self) {
         if !self.closing() {
-            let left = self.transport.pending_bytes().unwrap_or(0);
+            let left = self.pending_input();
             self.state = State::Draining { left };
             self.readable = true;
         }

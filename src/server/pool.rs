@@ -40,6 +40,8 @@ pub struct PoolConfig {
     pub filter: Arc<Filter>,
     /// `--idle-timeout`; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// `--proxy-protocol`: connections start with a PROXY header.
+    pub proxy_protocol: bool,
 }
 
 /// The running workers.
@@ -110,6 +112,7 @@ impl ThreadPool {
                 limits: Arc::clone(&config.limits),
                 filter: Arc::clone(&config.filter),
                 idle_timeout: config.idle_timeout,
+                proxy_protocol: config.proxy_protocol,
             })?;
             thread::Builder::new()
                 .name(format!("sockpool-worker-{index}"))

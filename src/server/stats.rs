@@ -251,7 +251,7 @@ mod tests {
         stats.workers[0].udp_kernel_drops(7);
         assert_eq!(
             stats.totals().to_string(),
-            "summary: connections 2 (open 1), messages 2 (tcp 1, udp 1), bytes 5 (tcp 0, udp 5), dropped 2 (oversize 0, queue_full 1, truncated 0, incomplete 0, reply_dropped 0, denied 1), refused 1 (max_connections 0, max_per_ip 1, denied 0, no_descriptors 0), udp_kernel_drops 7"
+            "summary: connections 2 (open 1), messages 2 (tcp 1, udp 1), bytes 5 (tcp 0, udp 5), dropped 2 (oversize 0, queue_full 1, truncated 0, incomplete 0, reply_dropped 0, denied 1), refused 1 (max_connections 0, max_per_ip 1, denied 0, no_descriptors 0, proxy_header 0), udp_kernel_drops 7"
         );
     }
 }

@@ -85,7 +85,8 @@ pub fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn 
         let Some(space) = buf.get_mut(..want) else {
             return Turn::More;
         };
-        let n = match conn.transport.read(space) {
+        let preread = conn.has_preread();
+        let n = match conn.read(space) {
             Ok(0) => return finish(conn, h, CloseReason::Eof),
             Ok(n) => n,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
@@ -120,7 +121,8 @@ pub fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn 
         // `WouldBlock` is skipped, one syscall in three on an echo round trip (tokio
         // does the same). Not after a hang-up, whose edge has already been seen, nor
         // while draining, where the reads are sized to what is left.
-        if n < want && !conn.hung_up() && !draining {
+        // Nor when the bytes came from what followed a PROXY header, not the socket.
+        if n < want && !conn.hung_up() && !draining && !preread {
             conn.set_read_empty();
             return Turn::Idle;
         }

@@ -93,6 +93,14 @@ impl Transport {
     }
 }
 
+/// Lets what reads before the application's bytes (a PROXY header, which comes
+/// before any TLS) take them from the transport like from any reader.
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Transport::read(self, buf)
+    }
+}
+
 #[cfg(test)]
 pub mod memory {
     //! A transport over byte buffers, for tests of the read path without sockets.

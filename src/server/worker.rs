@@ -28,7 +28,7 @@ use tracing::{error, info, warn};
 
 use crate::frame::{Decoder, FrameConfig};
 use crate::message::{ConnId, Peer};
-use crate::net::filter::{ConnLimits, Filter};
+use crate::net::filter::{ConnLimits, Filter, Refusal};
 use crate::net::mmsg::RecvBatch;
 
 use super::batch::Batch;
@@ -37,6 +37,7 @@ use super::conn::{CloseReason, Conn, State};
 use super::idle::IdleTimers;
 use super::inbox::{Job, Mailbox, WAKER};
 use super::mode::{Actions, Mode};
+use super::proxied::{Gate, Step};
 use super::ready::ReadyList;
 use super::stats::{Counters, Stats};
 use super::tcp::{Handler, OUTBOX_PAUSE, Turn, handle_tcp};
@@ -50,6 +51,12 @@ const UDP_BASE: usize = usize::MAX - 2;
 /// can be big. A streaming sender's reads then carry thousands of messages each,
 /// which is what keeps ingest within reach of a reader that only counts lines.
 const READ_BUF: usize = 256 * 1024;
+
+/// At shutdown, how long a connection that has sent nothing yet may still send
+/// (at most half the drain timeout). A client that connected just before the signal
+/// (from the listen backlog, say) and writes right after the handshake would
+/// otherwise find its connection closed with its message in flight, and be reset.
+const FRESH_GRACE: Duration = Duration::from_secs(1);
 
 /// What a worker needs to run.
 #[derive(Debug)]
@@ -73,6 +80,8 @@ pub struct WorkerSetup {
     pub filter: Arc<Filter>,
     /// `--idle-timeout`; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// `--proxy-protocol`: connections start with a PROXY header.
+    pub proxy_protocol: bool,
 }
 
 /// A worker's UDP sockets and what reading them needs.
@@ -109,6 +118,11 @@ pub struct Worker {
     /// Connections to close once the current fan-out is done.
     doomed: Doomed,
     draining: bool,
+    /// While draining: connections that had sent nothing when it began are read as
+    /// usual until then (see [`FRESH_GRACE`]).
+    grace: Option<Instant>,
+    /// `--proxy-protocol`: connections awaiting their header.
+    proxied: Option<Gate>,
     done: Sender<usize>,
     limits: Arc<ConnLimits>,
     idle: Option<IdleTimers>,
@@ -151,6 +165,10 @@ impl Worker {
             broker: Broker::new(setup.index, setup.mailboxes, setup.frame, setup.mode),
             doomed: Doomed::new(),
             draining: false,
+            grace: None,
+            proxied: setup
+                .proxy_protocol
+                .then(|| Gate::new(Arc::clone(&setup.filter))),
             done: setup.done,
             limits: setup.limits,
             idle: setup.idle_timeout.map(IdleTimers::new),
@@ -175,6 +193,13 @@ impl Worker {
                     .and_then(IdleTimers::next_deadline)
                     .map(|at| at.saturating_duration_since(Instant::now()))
             };
+            let timeout = match self.next_wake() {
+                None => timeout,
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    Some(timeout.map_or(left, |t| t.min(left)))
+                }
+            };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -187,6 +212,10 @@ impl Worker {
                 break;
             }
             self.now = Instant::now();
+            if self.grace.is_some_and(|at| self.now >= at) {
+                self.end_grace();
+            }
+            self.close_headerless();
             let mut woken = false;
             for event in events.iter() {
                 match event.token() {
@@ -286,7 +315,11 @@ impl Worker {
         }
         let peer = Peer::new(peer);
         info!(conn = id, peer = %peer, worker = self.index, "connection opened");
-        let conn = Conn::new(id, transport, peer.clone(), Decoder::new(&self.frame));
+        let mut conn = Conn::new(id, transport, peer.clone(), Decoder::new(&self.frame));
+        if let Some(gate) = self.proxied.as_mut() {
+            conn.header = Some(Box::default());
+            gate.schedule(key, id, self.now);
+        }
         let opened = conn.opened;
         // Nothing was inserted or removed since `vacant_entry`, so this is `key`.
         let key = self.conns.insert(conn);
@@ -312,14 +345,106 @@ impl Worker {
     fn start_drain(&mut self, deadline: Instant) {
         self.draining = true;
         self.batch.drain_until(deadline);
+        let now = Instant::now();
+        let grace = now + FRESH_GRACE.min(deadline.saturating_duration_since(now) / 2);
         for (key, conn) in self.conns.iter_mut() {
-            if !conn.closing() {
+            if conn.closing() {
+                continue;
+            }
+            if conn.fresh() {
+                // Nothing sent yet: read as usual until the grace ends.
+                self.grace = Some(grace);
+            } else {
+                conn.start_drain();
+            }
+            self.ready.push(key);
+        }
+        for reader in &mut self.udp.readers {
+            reader.readable = true;
+        }
+    }
+
+    /// The earliest moment the loop must wake besides idle deadlines: the end of
+    /// the drain's grace, or a PROXY header's deadline.
+    fn next_wake(&self) -> Option<Instant> {
+        let header = self.proxied.as_ref().and_then(Gate::next_deadline);
+        match (self.grace, header) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The grace for connections that had sent nothing is over: like the others,
+    /// they are read up to what the kernel holds now, then closed.
+    fn end_grace(&mut self) {
+        self.grace = None;
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.header.is_some() {
+                // Still no PROXY header: nothing of it can be delivered.
+                self.doomed.push((key, CloseReason::Drained));
+            } else if matches!(conn.state, State::Reading) {
                 conn.start_drain();
                 self.ready.push(key);
             }
         }
-        for reader in &mut self.udp.readers {
-            reader.readable = true;
+        self.close_doomed();
+    }
+
+    /// `--proxy-protocol`: closes the connections that have had no complete
+    /// header within [`HEADER_TIMEOUT`](super::proxied::HEADER_TIMEOUT).
+    fn close_headerless(&mut self) {
+        let Some(gate) = self.proxied.as_mut() else {
+            return;
+        };
+        for (key, id) in gate.due(self.now) {
+            let Some(conn) = self
+                .conns
+                .get(key)
+                .filter(|c| c.id == id && c.header.is_some())
+            else {
+                continue;
+            };
+            let why = "no complete PROXY header in time".to_string();
+            self.stats.workers[self.index].refused(Refusal::ProxyHeader);
+            if let Some(held_back) = gate.warn_now(self.now) {
+                warn!(conn = id, peer = %conn.peer, "connection from {} refused: {why}{}", conn.peer, held_back_note(held_back));
+            }
+            self.doomed.push((key, CloseReason::Refused(why)));
+        }
+        self.close_doomed();
+    }
+
+    /// `--proxy-protocol`: reads what a connection awaiting its header has. Returns
+    /// whether the connection is now to be read as usual.
+    fn read_header(&mut self, key: usize) -> bool {
+        let (Some(conn), Some(gate)) = (self.conns.get_mut(key), self.proxied.as_mut()) else {
+            return true;
+        };
+        let Some(state) = conn.header.as_mut() else {
+            return true;
+        };
+        match state.read(&mut conn.transport, conn.peer.addr(), gate, &self.limits) {
+            Step::Wait => {
+                conn.set_read_empty();
+                false
+            }
+            Step::Ready { client, rest } => {
+                conn.header_done(rest);
+                if let Some(client) = client {
+                    tracing::debug!(conn = conn.id, proxy = %conn.peer, client = %client, "PROXY header");
+                    conn.peer = Peer::new(client);
+                }
+                true
+            }
+            Step::Refuse { reason, why } => {
+                self.stats.workers[self.index].refused(reason);
+                if let Some(held_back) = gate.warn_now(self.now) {
+                    warn!(conn = conn.id, peer = %conn.peer, reason = reason.as_str(), "connection from {} refused: {why}{}", conn.peer, held_back_note(held_back));
+                }
+                self.doomed.push((key, CloseReason::Refused(why)));
+                self.close_doomed();
+                false
+            }
         }
     }
 
@@ -332,6 +457,9 @@ impl Worker {
             let Some(key) = self.ready.pop() else {
                 return;
             };
+            if self.conns.get(key).is_some_and(|c| c.header.is_some()) && !self.read_header(key) {
+                continue;
+            }
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
@@ -433,7 +561,11 @@ impl Worker {
             return;
         };
         // Free its place first: a client told of the close may connect again at once.
-        self.limits.release(conn.peer.addr().ip());
+        if conn.header.is_some() {
+            self.limits.release_unnamed();
+        } else {
+            self.limits.release(conn.peer.addr().ip());
+        }
         if let CloseReason::SlowReceiver(_) = reason {
             warn!(conn = conn.id, peer = %conn.peer, "connection closed: {reason}");
         } else {
@@ -456,5 +588,14 @@ impl Worker {
         );
         // Dropping the transport closes the socket, which also removes it from the
         // poll set.
+    }
+}
+
+/// ` (N more since the last warning)` when warnings were held back.
+fn held_back_note(held_back: u64) -> String {
+    if held_back == 0 {
+        String::new()
+    } else {
+        format!(" ({held_back} more since the last warning)")
     }
 }
