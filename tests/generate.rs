@@ -78,6 +78,20 @@ fn render_man(page: &str) -> String {
     text.replace(['\u{2010}', '\u{2212}', '\u{2011}'], "-")
 }
 
+/// The rendered text from the heading `from` to the heading `to`.
+fn section<'a>(rendered: &'a str, from: &str, to: &str) -> &'a str {
+    let start = rendered
+        .find(&format!("\n{from}\n"))
+        .unwrap_or_else(|| panic!("no {from} section in:\n{rendered}"));
+    let rest = &rendered[start..];
+    let end = rest
+        .find(&format!("\n{to}\n"))
+        .unwrap_or_else(|| panic!("no {to} section after {from} in:\n{rendered}"));
+    &rest[..end]
+}
+
+/// Every long flag and `SOCKPOOL_*` variable of `help` is in `rendered` (a page's
+/// options section).
 fn assert_documents(rendered: &str, help: &str, what: &str) {
     let flags = long_flags(help);
     assert!(flags.len() > 5, "found too few flags in --help:\n{help}");
@@ -97,8 +111,12 @@ fn server_man_page_documents_every_flag_of_help() {
     let page = stdout_of(SERVER, &["--generate", "man"]);
     assert!(page.contains(".TH sockpool-server 1"), "{page}");
     let rendered = render_man(&page);
-    assert_documents(&rendered, &stdout_of(SERVER, &["--help"]), "server");
+    let options = section(&rendered, "OPTIONS", "EXIT STATUS");
+    assert_documents(options, &stdout_of(SERVER, &["--help"]), "server");
     assert!(rendered.contains("SOCKPOOL_WORKERS"), "{rendered}");
+    for section in ["\nEXIT STATUS\n", "\nSEE ALSO\n", "sockpool-client(1)"] {
+        assert!(rendered.contains(section), "no {section:?} in:\n{rendered}");
+    }
 }
 
 #[test]
@@ -109,16 +127,19 @@ fn client_man_page_documents_every_flag_of_help_and_of_bench() {
     let page = stdout_of(CLIENT, &["--generate", "man"]);
     assert!(page.contains(".TH sockpool-client 1"), "{page}");
     let rendered = render_man(&page);
-    assert_documents(&rendered, &stdout_of(CLIENT, &["--help"]), "client");
+    let options = section(&rendered, "OPTIONS", "BENCH");
+    assert_documents(options, &stdout_of(CLIENT, &["--help"]), "client");
+    let bench = section(&rendered, "BENCH OPTIONS", "EXIT STATUS");
     assert_documents(
-        &rendered,
+        bench,
         &stdout_of(CLIENT, &["bench", "--help"]),
-        "client",
+        "client bench",
     );
     for heading in [
         "\nBENCH\n",
-        "\nBENCH OPTIONS\n",
         "sockpool-client bench [OPTIONS]",
+        "\nSEE ALSO\n",
+        "sockpool-server(1)",
     ] {
         assert!(rendered.contains(heading), "no {heading:?} in:\n{rendered}");
     }

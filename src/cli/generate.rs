@@ -94,5 +94,51 @@ fn man(mut cmd: Command, out: &mut dyn Write) -> io::Result<()> {
         let heading: &'static str = Box::leak(format!("{title} options").into_boxed_str());
         Man::new(sub.mut_args(|arg| arg.help_heading(heading))).render_options_section(out)?;
     }
+    let name = cmd.get_name();
+    let mut tail = Roff::new();
+    tail.control("SH", ["EXIT STATUS"]);
+    for (code, meaning) in exit_status(name) {
+        tail.control("TP", [])
+            .text([bold(*code)])
+            .text([roman(*meaning)]);
+    }
+    let others: Vec<String> = PAGES
+        .iter()
+        .filter(|page| **page != name)
+        .map(|page| format!("{page}(1)"))
+        .collect();
+    tail.control("SH", ["SEE ALSO"])
+        .text([roman(others.join(", "))]);
+    tail.to_writer(out)?;
     page.render_version_section(out)
+}
+
+/// The binaries that have a page; each page points at the others.
+const PAGES: [&str; 2] = ["sockpool-server", "sockpool-client"];
+
+/// The EXIT STATUS section of a binary's page: what its `main` returns.
+fn exit_status(name: &str) -> &'static [(&'static str, &'static str)] {
+    match name {
+        "sockpool-server" => &[
+            (
+                "0",
+                "Normal end, including a graceful shutdown on SIGINT or SIGTERM.",
+            ),
+            (
+                "1",
+                "Runtime failure (one line on stderr), or a second signal during the drain.",
+            ),
+            ("2", "Bad usage."),
+        ],
+        "sockpool-client" => &[
+            ("0", "Every message was sent."),
+            (
+                "1",
+                "The server cannot be reached or the connection broke (one line on stderr).",
+            ),
+            ("2", "Bad usage."),
+            ("130", "Interrupted with Ctrl-C in an interactive session."),
+        ],
+        _ => &[],
+    }
 }
