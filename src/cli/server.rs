@@ -12,7 +12,7 @@ use super::generate::Generate;
 use super::{parse_delimiter, parse_listen, parse_secs};
 use crate::frame::{FrameConfig, Framing, Oversize};
 use crate::net::filter::{Filter, parse_cidr};
-use crate::output::Format;
+use crate::output::{Format, Target};
 use crate::server::Config;
 use crate::server::mode::Mode;
 
@@ -64,6 +64,12 @@ pub struct ServerArgs {
     /// How `print` writes messages.
     #[arg(long, value_enum, default_value_t = Format::Text, env = "SOCKPOOL_FORMAT")]
     pub format: Format,
+
+    /// Write messages to this file instead of stdout: appended to, created with mode
+    /// 0640 if new, reopened on SIGHUP (log rotation); `-` is stdout.
+    #[arg(long, value_name = "PATH", default_value = "-", value_parser = parse_output,
+          env = "SOCKPOOL_OUTPUT")]
+    pub output: Target,
 
     /// Graceful shutdown limit, in seconds.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs,
@@ -170,6 +176,7 @@ impl ServerArgs {
                 oversize: self.oversize,
             },
             format: self.format,
+            output: self.output,
             quiet: self.quiet > 0,
             drain_timeout: self.drain_timeout,
             backlog: self.backlog,
@@ -186,6 +193,15 @@ impl ServerArgs {
                 .proxy_protocol
                 .then(|| Filter::new(self.proxy_from, Vec::new())),
         }
+    }
+}
+
+/// `--output`: `-` for stdout, else a file path.
+fn parse_output(value: &str) -> Result<Target, String> {
+    match value {
+        "" => Err("an empty path: use - for stdout".into()),
+        "-" => Ok(Target::Stdout),
+        path => Ok(Target::File(path.into())),
     }
 }
 
@@ -213,6 +229,7 @@ mod tests {
         assert_eq!(config.mode, Mode::Print);
         assert_eq!(config.frame.max_frame, 65536);
         assert_eq!(config.format, Format::Text);
+        assert_eq!(config.output, Target::Stdout);
         assert_eq!(config.drain_timeout, Duration::from_secs(5));
         assert_eq!(config.backlog, 1024);
         assert_eq!(config.max_connections, None);

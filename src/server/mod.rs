@@ -12,6 +12,7 @@ pub mod mode;
 pub mod pool;
 pub mod proxied;
 pub mod ready;
+pub mod reload;
 pub mod shutdown;
 pub mod stats;
 pub mod tcp;
@@ -31,11 +32,12 @@ use crate::net::NetError;
 use crate::net::fdlimit;
 use crate::net::filter::{ConnLimits, Filter};
 use crate::net::listen::{ListenConfig, Listeners, bind_all};
-use crate::output::Format;
+use crate::output::{Format, Target};
 
 use self::acceptor::{AcceptPolicy, Acceptor};
 use self::mode::Mode;
 use self::pool::{PoolConfig, ThreadPool};
+use self::reload::Reloads;
 use self::stats::Stats;
 
 /// A validated server configuration (built by `cli::server`).
@@ -48,6 +50,8 @@ pub struct Config {
     pub mode: Mode,
     pub frame: FrameConfig,
     pub format: Format,
+    /// `--output`: stdout, a file, …
+    pub output: Target,
     /// `-q`: echo does not print what it returns.
     pub quiet: bool,
     pub drain_timeout: Duration,
@@ -83,6 +87,7 @@ impl Default for Config {
             mode: Mode::Print,
             frame: FrameConfig::default(),
             format: Format::Text,
+            output: Target::Stdout,
             quiet: false,
             drain_timeout: Duration::from_secs(5),
             backlog: 1024,
@@ -111,6 +116,11 @@ pub enum ServerError {
     Activation(#[from] crate::net::activation::ActivationError),
     #[error("cannot serve the {0} passed by socket activation: Unix sockets are not served yet")]
     UnixActivated(String),
+    #[error("cannot open output {target}: {}", crate::net::describe(.source))]
+    Output {
+        target: String,
+        source: std::io::Error,
+    },
     #[error("cannot {action}: {}", crate::net::describe(.source))]
     Io {
         action: &'static str,
@@ -129,6 +139,11 @@ pub fn start(config: Config) -> Result<(), ServerError> {
     let signals = shutdown::catch().map_err(io_err("watch for signals"))?;
     // Every connection costs a descriptor: take all the system lets us have.
     let nofile = fdlimit::raise_nofile().map_err(io_err("read the open-files limit"))?;
+    // A wrong path is a start-up error, before any client is let in.
+    let output = config.output.open().map_err(|source| ServerError::Output {
+        target: config.output.to_string(),
+        source,
+    })?;
     let listeners = match crate::net::activation::listen_fds()? {
         // systemd's sockets replace --listen.
         Some(passed) => {
@@ -196,6 +211,7 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         frame: config.frame,
         mode: config.mode,
         format: config.format,
+        output,
         quiet: config.quiet,
         stats: Arc::clone(&stats),
         sink_capacity: SINK_CAPACITY,
@@ -218,7 +234,12 @@ pub fn start(config: Config) -> Result<(), ServerError> {
     // The acceptor keeps its own reference: closing a waker's eventfd right after
     // waking it would take the wake-up out of the poll set before it is seen.
     let signal_waker = Arc::clone(&stop_waker);
-    shutdown::on_signal(signals, move || {
+    let mut reloads = Reloads::default();
+    if config.output.reopens() {
+        let reopener = sink.reopener();
+        reloads.add("reopen the output", move || reopener.reopen());
+    }
+    shutdown::on_signal(signals, reloads, move || {
         signal_stop.store(true, Ordering::SeqCst);
         let _ = signal_waker.wake();
     })

@@ -13,7 +13,7 @@ use mio::{Poll, Waker};
 
 use crate::frame::FrameConfig;
 use crate::net::filter::{ConnLimits, Filter};
-use crate::output::{Format, Notify, Sink};
+use crate::output::{Destination, Format, Notify, Sink};
 
 use super::batch::Batch;
 use super::inbox::{Job, Mailbox, WAKER};
@@ -30,6 +30,8 @@ pub struct PoolConfig {
     pub frame: FrameConfig,
     pub mode: Mode,
     pub format: Format,
+    /// Where the sink's writer delivers (stdout, a file, …).
+    pub output: Box<dyn Destination>,
     pub quiet: bool,
     pub stats: Arc<Stats>,
     /// Bytes the output queue holds before workers stop reading TCP.
@@ -52,7 +54,7 @@ pub struct ThreadPool {
 }
 
 impl ThreadPool {
-    /// Starts the sink and the workers; the sink writes to stdout.
+    /// Starts the sink (writing to `config.output`) and the workers.
     pub fn new(mut config: PoolConfig) -> io::Result<(ThreadPool, Sink)> {
         let size = config.workers.max(1);
         let mut polls = Vec::with_capacity(size);
@@ -71,15 +73,23 @@ impl ThreadPool {
                 }) as Notify
             })
             .collect();
-        crate::output::pipe::grow(&io::stdout());
-        let (sink, sink_handles) =
-            Sink::start(io::stdout(), config.sink_capacity, notifiers, |err| {
+        let output = std::mem::replace(
+            &mut config.output,
+            Box::new(crate::output::dest::Plain(io::sink())),
+        );
+        let (sink, sink_handles) = Sink::start_to(
+            output,
+            config.sink_capacity,
+            notifiers,
+            Arc::clone(&config.stats.output),
+            |err| {
                 eprintln!(
                     "error: cannot write output: {}",
                     crate::error::describe(&err)
                 );
                 std::process::exit(1);
-            })?;
+            },
+        )?;
         let (done_tx, done) = crossbeam_channel::unbounded();
         let mut inboxes = Vec::with_capacity(size);
         let mut mailboxes = Vec::with_capacity(size);
