@@ -245,12 +245,13 @@ struct Lines {
 
 impl Lines {
     /// Hands out every complete line in `data` (after the unfinished one from the
-    /// last read); `Break` at `!Disconnect`, which is not handed out. With
-    /// `need_lines` false (discard) reads without a `!` are not cut at all.
+    /// last read); `Break` at `!Disconnect`, which is not handed out. In discard
+    /// mode reads without a `!` are not cut at all; only print asks whether a read
+    /// is plain.
     fn feed(
         &mut self,
         mut data: &[u8],
-        need_lines: bool,
+        mode: Mode,
         on_line: &mut impl FnMut(Line<'_>),
     ) -> ControlFlow<()> {
         if !self.pending.is_empty() || self.skipping {
@@ -272,8 +273,8 @@ impl Lines {
         }
         let end = memchr::memrchr(b'\n', data).map_or(0, |i| i + 1);
         let (lines, tail) = data.split_at(end);
-        if need_lines || memchr::memchr(b'!', lines).is_some() {
-            let plain = is_plain_lines(lines);
+        if mode != Mode::Discard || memchr::memchr(b'!', lines).is_some() {
+            let plain = mode == Mode::Print && is_plain_lines(lines);
             let mut rest = lines;
             while let Some(nl) = memchr::memchr(b'\n', rest) {
                 let (raw, after) = rest.split_at(nl + 1);
@@ -373,11 +374,17 @@ async fn serve_tcp(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>)
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::More,
                 Err(_) => return Step::Closed,
             };
+            // One clock reading per read, and only when it is printed.
+            let received_at = if mode == Mode::Print {
+                SystemTime::now()
+            } else {
+                SystemTime::UNIX_EPOCH
+            };
             let template = Message {
                 proto: Proto::Tcp,
                 peer: &peer,
                 conn: Some(conn),
-                received_at: SystemTime::now(),
+                received_at,
                 bytes: &[],
             };
             let mut on_line = |line: Line<'_>| match mode {
@@ -395,7 +402,7 @@ async fn serve_tcp(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>)
                 }
                 Mode::Discard => {}
             };
-            match lines.feed(&buf[..n], mode != Mode::Discard, &mut on_line) {
+            match lines.feed(&buf[..n], mode, &mut on_line) {
                 ControlFlow::Continue(()) => Step::More,
                 ControlFlow::Break(()) => Step::Disconnect,
             }
