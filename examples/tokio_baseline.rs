@@ -245,12 +245,13 @@ struct Lines {
 
 impl Lines {
     /// Hands out every complete line in `data` (after the unfinished one from the
-    /// last read); `Break` at `!Disconnect`, which is not handed out. With
-    /// `need_lines` false (discard) reads without a `!` are not cut at all.
+    /// last read); `Break` at `!Disconnect`, which is not handed out. In discard
+    /// mode reads without a `!` are not cut at all; only print asks whether a read
+    /// is plain.
     fn feed(
         &mut self,
         mut data: &[u8],
-        need_lines: bool,
+        mode: Mode,
         on_line: &mut impl FnMut(Line<'_>),
     ) -> ControlFlow<()> {
         if !self.pending.is_empty() || self.skipping {
@@ -272,8 +273,8 @@ impl Lines {
         }
         let end = memchr::memrchr(b'\n', data).map_or(0, |i| i + 1);
         let (lines, tail) = data.split_at(end);
-        if need_lines || memchr::memchr(b'!', lines).is_some() {
-            let plain = is_plain_lines(lines);
+        if mode != Mode::Discard || memchr::memchr(b'!', lines).is_some() {
+            let plain = mode == Mode::Print && is_plain_lines(lines);
             let mut rest = lines;
             while let Some(nl) = memchr::memchr(b'\n', rest) {
                 let (raw, after) = rest.split_at(nl + 1);
@@ -285,12 +286,13 @@ impl Lines {
         ControlFlow::Continue(())
     }
 
-    /// Keeps the start of an unfinished line, or skips it once it is too long.
+    /// Keeps the start of an unfinished line, or skips it once it is too long (one
+    /// byte more may be the `\r` of a `\r\n`, which does not count).
     fn keep(&mut self, part: &[u8]) {
         if self.skipping {
             return;
         }
-        if self.pending.len() + part.len() > MAX_FRAME {
+        if self.pending.len() + part.len() > MAX_FRAME + 1 {
             self.pending = Vec::new();
             self.skipping = true;
         } else {
@@ -298,14 +300,15 @@ impl Lines {
         }
     }
 
-    /// At end of stream: the final line without its `\n`, as it is.
-    fn finish(&mut self, on_line: &mut impl FnMut(Line<'_>)) {
-        if !self.skipping && !self.pending.is_empty() && self.pending != DISCONNECT {
-            on_line(Line {
-                text: &self.pending,
-                plain: None,
-            });
+    /// At end of stream: the final line without its `\n`, as it is (`Break` if it
+    /// is `!Disconnect`).
+    fn finish(&mut self, on_line: &mut impl FnMut(Line<'_>)) -> ControlFlow<()> {
+        if self.skipping || self.pending.is_empty() {
+            return ControlFlow::Continue(());
         }
+        let flow = deliver(&self.pending, None, on_line);
+        self.pending.clear();
+        flow
     }
 }
 
@@ -373,11 +376,17 @@ async fn serve_tcp(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>)
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::More,
                 Err(_) => return Step::Closed,
             };
+            // One clock reading per read, and only when it is printed.
+            let received_at = if mode == Mode::Print {
+                SystemTime::now()
+            } else {
+                SystemTime::UNIX_EPOCH
+            };
             let template = Message {
                 proto: Proto::Tcp,
                 peer: &peer,
                 conn: Some(conn),
-                received_at: SystemTime::now(),
+                received_at,
                 bytes: &[],
             };
             let mut on_line = |line: Line<'_>| match mode {
@@ -395,7 +404,7 @@ async fn serve_tcp(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>)
                 }
                 Mode::Discard => {}
             };
-            match lines.feed(&buf[..n], mode != Mode::Discard, &mut on_line) {
+            match lines.feed(&buf[..n], mode, &mut on_line) {
                 ControlFlow::Continue(()) => Step::More,
                 ControlFlow::Break(()) => Step::Disconnect,
             }
@@ -409,7 +418,7 @@ async fn serve_tcp(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>)
                 received_at: SystemTime::now(),
                 bytes: &[],
             };
-            lines.finish(&mut |line| match mode {
+            let _ = lines.finish(&mut |line| match mode {
                 Mode::Print => print_line(&line, &template, &mut start, &mut clock, &mut batch),
                 Mode::Echo => {
                     replies.extend_from_slice(line.text);
@@ -613,6 +622,121 @@ async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
             if shared.tx.send(full).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// The cutter does sockpool's framing: for any input and any split of it into
+/// reads, the same messages as sockpool's own line decoder, up to `!Disconnect`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use sockpool::frame::{Decoder, FrameConfig};
+
+    /// What the cutter hands out, reads as given, then end of stream.
+    fn cut(reads: &[&[u8]]) -> (Vec<Vec<u8>>, bool) {
+        let mut lines = Lines::default();
+        let mut out = Vec::new();
+        let mut on_line = |l: Line<'_>| {
+            if let Some(raw) = l.plain {
+                assert_eq!(
+                    raw.strip_suffix(b"\n"),
+                    Some(l.text),
+                    "plain is the text and its newline"
+                );
+            }
+            out.push(l.text.to_vec());
+        };
+        for read in reads {
+            if lines.feed(read, Mode::Print, &mut on_line).is_break() {
+                return (out, true);
+            }
+        }
+        let end = lines.finish(&mut on_line);
+        (out, end.is_break())
+    }
+
+    /// sockpool's messages for the same bytes, up to `!Disconnect`.
+    fn sockpool(input: &[u8]) -> (Vec<Vec<u8>>, bool) {
+        let mut d = Decoder::new(&FrameConfig::default());
+        let mut out = Vec::new();
+        let mut disconnected = false;
+        let mut on_frame = |f: sockpool::frame::Frame<'_>| {
+            if let sockpool::frame::Frame::Message(m) = f {
+                if m == DISCONNECT {
+                    disconnected = true;
+                    return ControlFlow::Break(());
+                }
+                out.push(m.to_vec());
+            }
+            ControlFlow::Continue(())
+        };
+        if d.decode(input, &mut on_frame).is_continue() {
+            let _ = d.finish(&mut on_frame);
+        }
+        (out, disconnected)
+    }
+
+    #[test]
+    fn disconnect_ends_the_stream_even_split_or_last() {
+        assert_eq!(cut(&[b"!Disconnect"]), (vec![], true));
+        assert_eq!(
+            cut(&[b"a\n!Discon", b"nect\r\nb\n"]),
+            (vec![b"a".to_vec()], true)
+        );
+        assert_eq!(
+            cut(&[b"x!Disconnect\n"]),
+            (vec![b"x!Disconnect".to_vec()], false)
+        );
+    }
+
+    #[test]
+    fn long_lines_are_skipped_like_sockpool_does() {
+        let mut input = vec![b'a'; MAX_FRAME];
+        input.extend_from_slice(b"\r\n");
+        input.extend(vec![b'b'; MAX_FRAME + 1]);
+        input.extend_from_slice(b"\nok\n");
+        input.extend(vec![b'c'; MAX_FRAME + 1]);
+        for cut_at in [
+            1,
+            MAX_FRAME,
+            MAX_FRAME + 1,
+            MAX_FRAME + 2,
+            2 * MAX_FRAME + 3,
+        ] {
+            let (a, b) = input.split_at(cut_at);
+            assert_eq!(cut(&[a, b]), sockpool(&input), "cut at {cut_at}");
+        }
+        assert_eq!(cut(&[&input]).0.len(), 2);
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_gives_sockpools_messages(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just(b"!Disconnect".to_vec()),
+                    Just(b"\n".to_vec()),
+                    Just(b"\r".to_vec()),
+                    Just(b"\r\n".to_vec()),
+                    proptest::collection::vec(any::<u8>(), 0..8),
+                ],
+                0..12,
+            ),
+            splits in proptest::collection::vec(any::<usize>(), 0..4),
+        ) {
+            let input: Vec<u8> = parts.concat();
+            let mut cuts: Vec<usize> = splits.iter().map(|s| s % (input.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut reads = Vec::new();
+            let mut from = 0;
+            for c in cuts {
+                reads.push(&input[from..c]);
+                from = c;
+            }
+            reads.push(&input[from..]);
+            prop_assert_eq!(cut(&reads), sockpool(&input));
         }
     }
 }

@@ -178,7 +178,11 @@ def main(argv):
         try:
             with open(path, encoding="utf-8") as f:
                 series.append((label, parse_hgrm(f.read())))
-        except (OSError, ValueError) as err:
+        except OSError as err:
+            reason = (err.strerror or str(err)).lower()
+            print(f"error: cannot read {path}: {reason}", file=sys.stderr)
+            return 1
+        except ValueError as err:
             print(f"error: cannot read {path}: {err}", file=sys.stderr)
             return 1
     svg = render(series, args.title, args.log_y)

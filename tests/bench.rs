@@ -11,7 +11,7 @@ use serde_json::Value;
 
 mod support;
 
-use support::{Client, Output, Server, TempFile, summary_count};
+use support::{Client, Output, Server, TempFile, require_tool, summary_count};
 
 /// Runs `sockpool-client bench ARGS` to its end, with empty stdin.
 fn bench(args: &[&str]) -> Output {
@@ -174,6 +174,68 @@ fn hgrm_writes_the_latency_distribution_in_hdrhistograms_format() {
     assert!(
         footer[2].starts_with("#[Buckets = ")
             && footer[2].ends_with(", SubBuckets     =         2048]")
+    );
+}
+
+/// `scripts/hgrm_plot.py` (standard library only) draws each `.hgrm` as one line of
+/// an SVG, named by its label, with the x axis in percentiles.
+#[test]
+fn the_plot_script_draws_each_hgrm_as_a_line() {
+    if !require_tool("python3") {
+        return;
+    }
+    let hgrm = concat!(
+        "       Value     Percentile TotalCount 1/(1-Percentile)\n",
+        "\n",
+        "       0.100 0.000000000000          1           1.00\n",
+        "       0.300 0.500000000000          3           2.00\n",
+        "       0.400 0.990000000000          4         100.00\n",
+        "       1.000 1.000000000000          5\n",
+        "#[Mean    =        0.400, StdDeviation   =        0.316]\n",
+        "#[Max     =        1.000, Total count    =            5]\n",
+        "#[Buckets =           22, SubBuckets     =         2048]\n",
+    );
+    let file = TempFile::new("plot.hgrm", hgrm.as_bytes());
+    let svg = TempFile::new("plot.svg", b"");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/hgrm_plot.py");
+    let status = std::process::Command::new("python3")
+        .arg(script)
+        .arg(format!("sockpool={}", file.path.display()))
+        .arg(format!("tokio={}", file.path.display()))
+        .arg("-o")
+        .arg(&svg.path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&svg.path).unwrap();
+    assert!(
+        text.starts_with("<svg ") && text.trim_end().ends_with("</svg>"),
+        "{text}"
+    );
+    assert_eq!(text.matches("<polyline ").count(), 2, "{text}");
+    for label in [">sockpool<", ">tokio<", ">99%<", ">latency (ms)<"] {
+        assert!(text.contains(label), "no {label} in {text}");
+    }
+    // A missing file, or one that is not an .hgrm, is one error line and exit 1.
+    let out = std::process::Command::new("python3")
+        .args([script, "/nonexistent.hgrm"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: cannot read /nonexistent.hgrm: no such file or directory\n"
+    );
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&svg.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).ends_with(": no percentile table\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -30,7 +30,8 @@ pub(super) enum State {
     Done,
 }
 
-/// Which sequence numbers a connection sends, and which of them are measured.
+/// Which sequence numbers a connection sends, which of them are measured, and
+/// how far it has got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Span {
     /// Measured messages to send.
@@ -39,6 +40,10 @@ pub(super) struct Span {
     pub cap: u64,
     /// The first sequence number sent after the warmup.
     pub first_measured: Option<u64>,
+    /// The next sequence number to encode.
+    pub next_seq: u64,
+    /// Open loop: sequence numbers below this are due.
+    pub due: u64,
 }
 
 impl Span {
@@ -63,6 +68,17 @@ impl Span {
             None => 0,
         }
     }
+}
+
+/// What became of a connection's messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Counted {
+    /// Messages wholly handed to the kernel.
+    pub written: u64,
+    /// Distinct replies.
+    pub replies: u64,
+    pub measured_sent: u64,
+    pub measured_received: u64,
 }
 
 /// Encoded bytes not yet handed to the kernel, and the messages they hold.
@@ -98,23 +114,14 @@ pub(super) struct Conn {
     pub sock: Sock,
     pub state: State,
     pub span: Span,
-    /// The next sequence number to encode.
-    pub next_seq: u64,
-    /// Open loop: sequence numbers below this are due.
-    pub due: u64,
     pub out: Outbox,
-    /// Messages wholly handed to the kernel.
-    pub written: u64,
+    pub counted: Counted,
     pub writable: bool,
     /// TCP: the write side is shut after `!Disconnect`.
     pub shut: bool,
     /// TCP with `--echo`: cuts the replies.
     pub decoder: Option<Decoder>,
     pub inflight: InFlight,
-    /// Distinct replies.
-    pub replies: u64,
-    pub measured_sent: u64,
-    pub measured_received: u64,
     /// UDP: which sequence numbers have been answered.
     pub sequences: Sequences,
     /// Draining or closing: until when.
@@ -131,18 +138,15 @@ impl Conn {
                 quota,
                 cap: u64::MAX,
                 first_measured: None,
+                next_seq: 0,
+                due: 0,
             },
-            next_seq: 0,
-            due: 0,
             out: Outbox::default(),
-            written: 0,
+            counted: Counted::default(),
             writable: true,
             shut: false,
             decoder: None,
             inflight: InFlight::default(),
-            replies: 0,
-            measured_sent: 0,
-            measured_received: 0,
             sequences: Sequences::default(),
             deadline: Duration::MAX,
         }
@@ -151,9 +155,9 @@ impl Conn {
     /// Where it stands, for [`Pacer::wanted`](super::pacing::Pacer::wanted).
     pub(super) fn position(&self) -> Position {
         Position {
-            next_seq: self.next_seq,
+            next_seq: self.span.next_seq,
             limit: self.span.limit(),
-            due: self.due,
+            due: self.span.due,
             awaiting_reply: self.inflight.is_awaiting(),
         }
     }
@@ -169,6 +173,8 @@ mod tests {
             quota: 10,
             cap: u64::MAX,
             first_measured: None,
+            next_seq: 0,
+            due: 0,
         };
         assert_eq!(s.limit(), u64::MAX);
         assert!(!s.is_measured(0));

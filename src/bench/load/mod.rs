@@ -326,7 +326,7 @@ impl Load {
             if let Some(conn) = conns.get_mut(j)
                 && conn.state == State::Sending
             {
-                conn.due = due;
+                conn.span.due = due;
                 ready.push(j);
             }
         })
@@ -371,7 +371,8 @@ impl Load {
             conn.deadline = el.saturating_add(timeout);
         }
         let conn = &self.conns[i];
-        if conn.state == State::Draining && (!echo || conn.replies >= conn.written) {
+        if conn.state == State::Draining && (!echo || conn.counted.replies >= conn.counted.written)
+        {
             self.start_close(i, el);
         }
     }
@@ -442,7 +443,8 @@ impl Load {
         }
         if self.config.udp && self.config.echo {
             for conn in &self.conns {
-                self.tally.total.lost += sequence::lost(conn.measured_sent, conn.measured_received);
+                self.tally.total.lost +=
+                    sequence::lost(conn.counted.measured_sent, conn.counted.measured_received);
             }
         }
         self.tally.finish()

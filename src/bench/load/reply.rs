@@ -132,7 +132,7 @@ impl Load {
         let Some(conn) = self.conns.get_mut(i) else {
             return;
         };
-        if id != conn.id || seq >= conn.next_seq {
+        if id != conn.id || seq >= conn.span.next_seq {
             return; // not an answer to anything this connection sent
         }
         let measured = conn.span.is_measured(seq);
@@ -151,10 +151,10 @@ impl Load {
                 }
             }
         }
-        conn.replies += 1;
+        conn.counted.replies += 1;
         let sent_at = conn.inflight.answered(seq);
         if measured {
-            conn.measured_received += 1;
+            conn.counted.measured_received += 1;
             let latency = echo::latency(schedule, conn.id, seq, sent_at, el);
             self.tally.received(latency);
         }

@@ -92,9 +92,9 @@ impl Load {
             return;
         };
         if conn.span.first_measured.is_none() && el >= warmup {
-            conn.span.first_measured = Some(conn.next_seq);
+            conn.span.first_measured = Some(conn.span.next_seq);
         }
-        let start = conn.next_seq;
+        let start = conn.span.next_seq;
         conn.out.reset(start);
         let mut message = Vec::with_capacity(size);
         for seq in start..start + n {
@@ -102,7 +102,7 @@ impl Load {
             payload::write(conn.id, seq, size, delimiter, &mut message);
             frame::encode(&frame, &message, &mut conn.out.buf);
         }
-        conn.next_seq = start + n;
+        conn.span.next_seq = start + n;
         conn.out.batch = (start, start + n);
         if closed_echo {
             conn.inflight.sent(start, el, timeout);
@@ -121,8 +121,8 @@ impl Load {
             return; // the !Disconnect
         }
         let measured = conn.span.measured_in(start, end);
-        conn.written = end;
-        conn.measured_sent += measured;
+        conn.counted.written = end;
+        conn.counted.measured_sent += measured;
         self.tally
             .sent(measured, (end - start) - measured, size, el);
     }
@@ -148,9 +148,9 @@ impl Load {
             }
             let conn = &mut self.conns[i];
             if conn.span.first_measured.is_none() && el >= warmup {
-                conn.span.first_measured = Some(conn.next_seq);
+                conn.span.first_measured = Some(conn.span.next_seq);
             }
-            let seq = conn.next_seq;
+            let seq = conn.span.next_seq;
             message.clear();
             payload::write(conn.id, seq, size, delimiter, &mut message);
             let Sock::Udp(socket) = &conn.sock else {
@@ -166,19 +166,19 @@ impl Load {
                 Err(err) => {
                     // An ICMP error from an earlier datagram (nobody listening):
                     // counted, and this message is skipped, not sent.
-                    conn.next_seq += 1;
+                    conn.span.next_seq += 1;
                     self.tally.error(ErrorKind::of(&err));
                     sent += 1;
                     continue;
                 }
             }
-            conn.next_seq = seq + 1;
-            conn.written = seq + 1;
+            conn.span.next_seq = seq + 1;
+            conn.counted.written = seq + 1;
             if closed_echo {
                 conn.inflight.sent(seq, el, timeout);
             }
             if conn.span.is_measured(seq) {
-                conn.measured_sent += 1;
+                conn.counted.measured_sent += 1;
                 self.tally.sent(1, 0, size as u64, el);
             } else {
                 self.tally.sent(0, 1, size as u64, el);
