@@ -45,3 +45,54 @@ fn limits_udp_port_held_with_reuseport_is_not_shared() {
         )]
     );
 }
+
+/// Issue 13 (1): a UDP datagram kept its trailing newline, so the README's own
+/// `echo 'from socat' | socat - UDP:…` printed `from socat\x0a`. With `line`
+/// framing one trailing delimiter (and a `\r` before a `\n`) is removed, as rsyslog
+/// and Vector do; other framings keep the datagram whole.
+#[test]
+fn issue13_udp_line_framing_strips_one_trailing_delimiter() {
+    let server = Server::start(&[]);
+    let socket = server.udp();
+    for datagram in [
+        &b"from socat\n"[..],
+        b"crlf\r\n",
+        b"two\n\n",
+        b"none",
+        b"\n",
+    ] {
+        socket.send(datagram).unwrap();
+    }
+    let msgs: Vec<String> = server
+        .lines(5)
+        .iter()
+        .map(|l| support::parse_text(l).msg)
+        .collect();
+    assert_eq!(msgs, ["from socat", "crlf", "two\\x0a", "none", ""]);
+
+    let server = Server::start(&["--delimiter", "\\0"]);
+    server.udp().send(b"nul\0").unwrap();
+    assert_eq!(support::parse_text(&server.line()).msg, "nul");
+
+    let server = Server::start(&["--framing", "raw"]);
+    server.udp().send(b"raw\n").unwrap();
+    assert_eq!(support::parse_text(&server.line()).msg, "raw\\x0a");
+}
+
+/// Issue 13 (8): a dropped oversize UDP datagram counted only the bytes read (a
+/// 300-byte datagram with `--max-frame 100` added 101); the kernel reports its real
+/// size (`MSG_TRUNC`), and that is what is counted.
+#[test]
+fn issue13_oversize_datagram_counts_its_real_size() {
+    let mut server = Server::start(&["--max-frame", "100"]);
+    let socket = server.udp();
+    socket.send(&[b'x'; 300]).unwrap();
+    socket.send(b"ok").unwrap();
+    assert_eq!(support::parse_text(&server.line()).msg, "ok");
+    let warning = server.wait_stderr("oversize warning", |l| l.contains("longer than"));
+    assert!(warning.contains("datagram of 300 bytes"), "{warning}");
+    let (_, stderr) = server.finish();
+    let s = summary(&stderr);
+    assert!(s.contains("(tcp 0, udp 302)"), "{s}");
+    assert_eq!(support::summary_count(s, "oversize"), 1, "{s}");
+}

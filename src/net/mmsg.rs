@@ -48,9 +48,11 @@ struct Received {
 /// One datagram of a batch.
 #[derive(Debug, Clone, Copy)]
 pub struct Datagram<'a> {
-    /// The datagram, cut to the slot size (a caller that sizes slots one byte past
-    /// the longest message it accepts sees a longer datagram as oversize).
+    /// The datagram, cut to the slot size when it was longer.
     pub bytes: &'a [u8],
+    /// The datagram's real size, which the kernel reports even when it was cut
+    /// (`MSG_TRUNC`): more than `bytes.len()` means the datagram did not fit.
+    pub len: usize,
     pub source: SocketAddr,
     /// The kernel's cumulative count of datagrams this socket dropped for want of
     /// buffer room, present once it is non-zero.
@@ -164,13 +166,14 @@ impl RecvBatch {
         // distinct slot of `buf`), name and control buffer, all owned by `self`, with
         // their true lengths (set in `new`, restored after every call); nothing else
         // touches them during the call. MSG_DONTWAIT makes the call return at once,
-        // so no timeout (null) is needed.
+        // so no timeout (null) is needed; MSG_TRUNC makes each `msg_len` the
+        // datagram's real size, even when it was cut to its slot.
         let rc = unsafe {
             libc::recvmmsg(
                 socket.as_fd().as_raw_fd(),
                 self.headers.as_mut_ptr(),
                 want as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
                 ptr::null_mut(),
             )
         };
@@ -212,6 +215,7 @@ impl RecvBatch {
             .filter_map(|(r, slot)| {
                 Some(Datagram {
                     bytes: slot.get(..r.len).unwrap_or(slot),
+                    len: r.len,
                     source: r.source?,
                     kernel_drops: r.drops,
                 })
@@ -307,8 +311,15 @@ mod tests {
         assert_eq!(got, vec![(b"one".to_vec(), from), (Vec::new(), from)]);
         // Fewer than asked: the queue is empty.
         assert_eq!(batch.recv(&server, 8).unwrap(), 2);
-        let got: Vec<_> = batch.datagrams().map(|d| d.bytes.to_vec()).collect();
-        assert_eq!(got, vec![b"three".to_vec(), b"longer t".to_vec()]);
+        let got: Vec<_> = batch
+            .datagrams()
+            .map(|d| (d.bytes.to_vec(), d.len))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(b"three".to_vec(), 5), (b"longer t".to_vec(), 17)],
+            "a cut datagram still reports its real size"
+        );
         assert!(batch.datagrams().all(|d| d.kernel_drops.is_none()));
     }
 
