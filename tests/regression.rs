@@ -96,3 +96,19 @@ fn issue13_oversize_datagram_counts_its_real_size() {
     assert!(s.contains("(tcp 0, udp 302)"), "{s}");
     assert_eq!(support::summary_count(s, "oversize"), 1, "{s}");
 }
+
+/// Issue 13 (7): JSON output left DEL and the C1 controls raw (U+009B is a
+/// terminal's CSI), so `tail -f out.json` could be driven by a peer. They are
+/// escaped as `\u007f` / `\u009b`, as `text` already escaped them.
+#[test]
+fn issue13_json_escapes_del_and_c1_controls() {
+    let server = Server::start(&["--format", "json"]);
+    let mut c = server.tcp();
+    c.send("csi \u{9b}2J del \u{7f} nbsp \u{a0}\n".as_bytes());
+    let line = server.line();
+    assert!(
+        line.contains("\"msg\":\"csi \\u009b2J del \\u007f nbsp \u{a0}\""),
+        "{line}"
+    );
+    assert!(!line.chars().any(char::is_control), "{line:?}");
+}
