@@ -112,3 +112,124 @@ fn issue13_json_escapes_del_and_c1_controls() {
     );
     assert!(!line.chars().any(char::is_control), "{line:?}");
 }
+
+/// Issue 13 (2): `SOCKPOOL_TCP_ONLY=1` was exit 2 ("possible values: true, false"),
+/// and `SOCKPOOL_QUIET=1` changed nothing. On/off variables take 1/0, true/false,
+/// yes/no, on/off; `SOCKPOOL_QUIET`/`SOCKPOOL_VERBOSE` take a count.
+#[test]
+fn issue13_boolean_and_count_variables() {
+    for (value, udp) in [
+        ("1", false),
+        ("yes", false),
+        ("on", false),
+        ("0", true),
+        ("off", true),
+    ] {
+        let server = Server::start_with(support::Options {
+            env: &[("SOCKPOOL_TCP_ONLY", value)],
+            ..Default::default()
+        });
+        assert!(server.tcp_addr.is_some(), "{value}");
+        // "serving" follows every `listening` line.
+        let lines = server.wait_stderr_count(1, |l| {
+            l.contains("serving") || l.starts_with("listening udp")
+        });
+        let udp_line = lines.iter().any(|l| l.starts_with("listening udp"));
+        assert_eq!(udp_line, udp, "SOCKPOOL_TCP_ONLY={value}");
+    }
+    let mut server = Server::start_with(support::Options {
+        env: &[("SOCKPOOL_QUIET", "1")],
+        ..Default::default()
+    });
+    let (_, stderr) = server.finish();
+    assert!(
+        !stderr.iter().any(|l| l.contains("INFO")),
+        "SOCKPOOL_QUIET=1 still logs at info: {stderr:?}"
+    );
+    let mut cmd = support::clean_command(support::SERVER);
+    cmd.env("SOCKPOOL_QUIET", "7");
+    let out = support::run(cmd, b"");
+    assert_eq!(out.code(), Some(2), "{out:?}");
+}
+
+/// Issue 13 (3): `-l localhost:0` was exit 2; a host name stands for its addresses,
+/// and the `listening` lines show them numerically. The client's `-s` too.
+#[test]
+fn issue13_host_names_resolve() {
+    let server = Server::start(&["-l", "localhost:0"]);
+    let addr = server.tcp_addr();
+    assert!(addr.ip().is_loopback(), "{addr}");
+    let port = addr.port().to_string();
+    let target = format!("localhost:{port}");
+    let out = support::Client::run(&["-s", &target, "by name"], b"");
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(support::parse_text(&server.line()).msg, "by name");
+}
+
+/// Issue 13 (4): client usage errors. A MESSAGE holding the delimiter was silently
+/// sent as two; `-s` without a port was exit 1 "cannot resolve"; `--file` that
+/// cannot be read connected first; an oversize UDP message was "connection broken".
+#[test]
+fn issue13_client_usage_errors() {
+    let out = support::Client::run(&["-s", "127.0.0.1:9", "multi\nline"], b"");
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    assert!(out.stderr.contains("--framing length"), "{out:?}");
+
+    let out = support::Client::run(&["-s", "127.0.0.1", "hi"], b"");
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    assert!(out.stderr.contains("has no port"), "{out:?}");
+
+    // Nothing listens on port 9: the file is reported, not the connection.
+    let out = support::Client::run(&["-s", "127.0.0.1:9", "--file", "/nonexistent/x"], b"");
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert_eq!(
+        out.stderr_lines(),
+        ["error: cannot read /nonexistent/x: no such file or directory"]
+    );
+
+    let big = "x".repeat(70_000);
+    let out = support::Client::run(&["-u", "-s", "127.0.0.1:9", &big], b"");
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    let err = out.stderr_lines().join("\n");
+    assert!(
+        err.contains("70000 bytes is larger than a UDP datagram"),
+        "{err}"
+    );
+    assert!(!err.contains("connection"), "{err}");
+
+    // With length framing the same message is one message.
+    let server = Server::start(&["--framing", "length", "--format", "json"]);
+    let out = support::Client::send(server.tcp_addr(), &["--framing", "length", "multi\nline"]);
+    assert_eq!(out.code(), Some(0));
+    assert_eq!(support::parse_json(&server.line()).bytes, b"multi\nline");
+}
+
+/// Issue 13 (5): any usage error printed `Usage: sockpool-server --listen <ADDR>
+/// --format <FORMAT>`, as if both were required.
+#[test]
+fn issue13_server_usage_line_names_no_required_flag() {
+    for args in [
+        &["--no-such-flag"][..],
+        &["--tcp-only", "--udp-only"],
+        &["-q", "-v"],
+    ] {
+        let mut cmd = support::clean_command(support::SERVER);
+        cmd.args(args);
+        let out = support::run(cmd, b"");
+        assert_eq!(out.code(), Some(2));
+        assert!(
+            out.stderr_lines()
+                .contains(&"Usage: sockpool-server [OPTIONS]"),
+            "{args:?}: {out:?}"
+        );
+    }
+}
+
+/// Issue 13 (6): the start-up log said `mode=Print`; values are spelled as the flag
+/// takes them.
+#[test]
+fn issue13_log_spells_the_mode_as_the_flag_does() {
+    let server = Server::start(&["--mode", "echo"]);
+    let line = server.wait_stderr("serving", |l| l.contains("serving"));
+    assert!(line.contains("mode=echo"), "{line}");
+}

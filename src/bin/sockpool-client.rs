@@ -13,6 +13,9 @@ use sockpool::client::ClientError;
 
 fn main() -> ExitCode {
     let mut args = ClientArgs::parse();
+    if let Err(err) = args.check() {
+        err.exit();
+    }
     sockpool::cli::init_logging(1, 0);
     let result = match args.command.take() {
         Some(Command::Bench(bench)) => {

@@ -8,7 +8,9 @@ use clap::{ArgAction, Parser};
 
 use ipnet::IpNet;
 
-use super::{parse_delimiter, parse_listen, parse_secs};
+use super::{
+    Resolved, boolish, parse_addr, parse_count, parse_delimiter, parse_listen, parse_secs,
+};
 use crate::frame::{FrameConfig, Framing, Oversize};
 use crate::net::filter::{Filter, parse_cidr};
 use crate::output::Format;
@@ -18,20 +20,25 @@ use crate::server::mode::Mode;
 /// A TCP + UDP message server: prints, echoes or relays what clients send, served by
 /// a fixed pool of event-loop worker threads.
 #[derive(Debug, Parser)]
-#[command(name = "sockpool-server", version)]
+#[command(
+    name = "sockpool-server",
+    version,
+    override_usage = "sockpool-server [OPTIONS]"
+)]
 pub struct ServerArgs {
     /// Address to listen on for TCP and UDP; repeatable. `127.0.0.1:8080`,
-    /// `[::1]:8080`, `[::]:8080` (dual-stack); port 0 picks a free port.
+    /// `[::1]:8080`, `[::]:8080` (dual-stack), `HOST:PORT` (all its addresses); port 0
+    /// picks a free port.
     #[arg(short, long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080",
           value_parser = parse_listen, value_delimiter = ',', env = "SOCKPOOL_LISTEN")]
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<Resolved>,
 
     /// Serve TCP only.
-    #[arg(long, conflicts_with = "udp_only", env = "SOCKPOOL_TCP_ONLY")]
+    #[arg(long, conflicts_with = "udp_only", env = "SOCKPOOL_TCP_ONLY", value_parser = boolish())]
     pub tcp_only: bool,
 
     /// Serve UDP only.
-    #[arg(long, env = "SOCKPOOL_UDP_ONLY")]
+    #[arg(long, env = "SOCKPOOL_UDP_ONLY", value_parser = boolish())]
     pub udp_only: bool,
 
     /// Worker threads [default: the number of cores].
@@ -107,7 +114,7 @@ pub struct ServerArgs {
 
     /// Serve Prometheus metrics on HTTP `GET /metrics` at this address (port 0
     /// picks a free port).
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen, env = "SOCKPOOL_METRICS")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr, env = "SOCKPOOL_METRICS")]
     pub metrics: Option<SocketAddr>,
 
     /// SO_RCVBUF for the UDP sockets and the TCP listeners (accepted connections
@@ -122,11 +129,13 @@ pub struct ServerArgs {
     pub keepalive: Option<Duration>,
 
     /// Fewer diagnostics: -q warnings only, -qq errors only.
-    #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose",
+          env = "SOCKPOOL_QUIET", value_parser = parse_count)]
     pub quiet: u8,
 
     /// More diagnostics: -v debug, -vv trace (RUST_LOG overrides both).
-    #[arg(short, long, action = ArgAction::Count)]
+    #[arg(short, long, action = ArgAction::Count, env = "SOCKPOOL_VERBOSE",
+          value_parser = parse_count)]
     pub verbose: u8,
 }
 
@@ -134,7 +143,7 @@ impl ServerArgs {
     pub fn into_config(self) -> Config {
         let defaults = Config::default();
         Config {
-            listen: self.listen,
+            listen: self.listen.into_iter().flat_map(|r| r.0).collect(),
             tcp: !self.udp_only,
             udp: !self.tcp_only,
             workers: self.workers.map_or(defaults.workers, NonZeroUsize::get),

@@ -172,9 +172,14 @@ impl Server {
             stdout,
             raw_stdout,
         };
-        let serves = |flag: &str| !opts.args.contains(&flag);
-        let want_tcp = serves("--udp-only");
-        let want_udp = serves("--tcp-only");
+        let env_on = |name: &str| {
+            opts.env.iter().any(|(k, v)| {
+                *k == name && matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+            })
+        };
+        let serves = |flag: &str, var: &str| !opts.args.contains(&flag) && !env_on(var);
+        let want_tcp = serves("--udp-only", "SOCKPOOL_UDP_ONLY");
+        let want_udp = serves("--tcp-only", "SOCKPOOL_TCP_ONLY");
         let want_metrics = has(&["--metrics"]);
         let until = deadline();
         let parse = |line: &str, what: &str| -> Option<SocketAddr> {
