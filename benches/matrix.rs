@@ -819,21 +819,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: one rlimit struct we own.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-    }
-}
-
 fn main() {
-    raise_fd_limit();
+    let _ = sockpool::net::fdlimit::raise_nofile();
     let runs: usize = std::env::var("MATRIX_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -84,7 +84,8 @@ const SPARE_FDS: u64 = 64;
 /// Runs the benchmark and prints its report (stdout) and progress (stderr).
 pub fn run(config: Config) -> Result<(), BenchError> {
     let target = first_address(&config.server)?;
-    let limit = raise_fd_limit();
+    // 10,000 connections need 10,000 descriptors.
+    let limit = crate::net::fdlimit::raise_nofile().unwrap_or(1024);
     let needed = config.connections as u64 + SPARE_FDS;
     if needed > limit {
         return Err(BenchError::TooManyConnections {
@@ -258,31 +259,6 @@ fn first_address(server: &str) -> Result<SocketAddr, NetError> {
             addr: server.to_string(),
             source: io::Error::new(io::ErrorKind::NotFound, "no address found"),
         })
-}
-
-/// Raises the soft open-file limit to the hard one (10,000 connections need 10,000
-/// descriptors); returns the limit in force.
-fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit through the pointer, which points to a
-    // live local.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 1024;
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit reads one rlimit from a live local.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim.rlim_cur = lim.rlim_max;
-        }
-    }
-    lim.rlim_cur
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@ fn main() -> ExitCode {
     if let Some(kind) = args.generate {
         return sockpool::cli::generate::print(kind, ClientArgs::command());
     }
+    if let Err(err) = args.check() {
+        err.exit();
+    }
     sockpool::cli::init_logging(1, 0);
     let result = match args.command.take() {
         Some(Command::Bench(bench)) => {

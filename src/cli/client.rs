@@ -6,10 +6,10 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use super::generate::Generate;
-use super::{parse_delimiter, parse_secs};
+use super::{boolish, host_port, parse_delimiter, parse_secs};
 use crate::bench::{self, Stop, payload};
 use crate::client::{Config, Source};
 use crate::frame::{FrameConfig, Framing};
@@ -33,7 +33,7 @@ pub struct ClientArgs {
     pub target: Target,
 
     /// Send UDP datagrams instead of a TCP stream.
-    #[arg(short, long, env = "SOCKPOOL_UDP")]
+    #[arg(short, long, env = "SOCKPOOL_UDP", value_parser = boolish())]
     pub udp: bool,
 
     /// Send a file, one message per line.
@@ -85,12 +85,14 @@ pub enum Command {
 /// Where to connect: the same flag for sending and for `bench`.
 #[derive(Debug, Args)]
 pub struct Target {
-    /// The server's address (a host name is resolved).
+    /// The server's address, HOST:PORT (a host name is resolved; each of its
+    /// addresses is tried in turn).
     #[arg(
         short,
         long,
         value_name = "ADDR",
         default_value = "127.0.0.1:8080",
+        value_parser = parse_server,
         env = "SOCKPOOL_SERVER"
     )]
     pub server: String,
@@ -125,7 +127,7 @@ pub struct BenchArgs {
     pub rate: u64,
 
     /// Send UDP datagrams instead of TCP streams.
-    #[arg(short, long, env = "SOCKPOOL_UDP")]
+    #[arg(short, long, env = "SOCKPOOL_UDP", value_parser = boolish())]
     pub udp: bool,
 
     /// Measure round-trip latency against a server in echo mode (and, for UDP, loss).
@@ -205,7 +207,49 @@ impl BenchArgs {
     }
 }
 
+/// `-s`: the shape is checked here, so a missing port is a usage error (exit 2)
+/// rather than a failed look-up; the name is resolved when connecting.
+fn parse_server(value: &str) -> Result<String, String> {
+    if value.starts_with("unix:") || value.starts_with("unixgram:") {
+        return Ok(value.to_string());
+    }
+    host_port(value).map(|()| value.to_string())
+}
+
 impl ClientArgs {
+    /// What clap cannot check alone: a MESSAGE that line framing would split into
+    /// two (`$'multi\nline'`) is a usage error rather than two messages sent.
+    pub fn check(&self) -> Result<(), clap::Error> {
+        if self.command.is_some() || self.udp || self.framing != Framing::Line {
+            return Ok(());
+        }
+        let delimiter = self.delimiter;
+        if let Some(message) = self
+            .messages
+            .iter()
+            .find(|m| m.as_encoded_bytes().contains(&delimiter))
+        {
+            let escaped = |bytes: &[u8]| {
+                let mut out = Vec::new();
+                crate::output::text::escape(bytes, &mut out);
+                String::from_utf8_lossy(&out).into_owned()
+            };
+            let shown = escaped(message.as_encoded_bytes());
+            let delimiter = match delimiter {
+                b'\n' => "\\n".to_string(),
+                b'\0' => "\\0".to_string(),
+                other => escaped(&[other]),
+            };
+            return Err(ClientArgs::command().error(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "the message '{shown}' contains the delimiter '{delimiter}', so line framing would send it as two; use --framing length (or octet) to send it as one"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn into_config(self) -> Config {
         let source = if let Some(path) = self.file {
             Source::File(path)
@@ -237,7 +281,6 @@ impl ClientArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn flags_are_consistent() {

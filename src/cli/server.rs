@@ -9,7 +9,9 @@ use clap::{ArgAction, Parser};
 use ipnet::IpNet;
 
 use super::generate::Generate;
-use super::{parse_delimiter, parse_listen, parse_secs};
+use super::{
+    Resolved, boolish, parse_addr, parse_count, parse_delimiter, parse_listen, parse_secs,
+};
 use crate::frame::{FrameConfig, Framing, Oversize};
 use crate::net::filter::{Filter, parse_cidr};
 use crate::output::{Format, Target};
@@ -19,20 +21,25 @@ use crate::server::mode::Mode;
 /// A TCP + UDP message server: prints, echoes or relays what clients send, served by
 /// a fixed pool of event-loop worker threads.
 #[derive(Debug, Parser)]
-#[command(name = "sockpool-server", version = super::VERSION)]
+#[command(
+    name = "sockpool-server",
+    version = super::VERSION,
+    override_usage = "sockpool-server [OPTIONS]"
+)]
 pub struct ServerArgs {
     /// Address to listen on for TCP and UDP; repeatable. `127.0.0.1:8080`,
-    /// `[::1]:8080`, `[::]:8080` (dual-stack); port 0 picks a free port.
+    /// `[::1]:8080`, `[::]:8080` (dual-stack), `HOST:PORT` (all its addresses); port 0
+    /// picks a free port.
     #[arg(short, long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080",
           value_parser = parse_listen, value_delimiter = ',', env = "SOCKPOOL_LISTEN")]
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<Resolved>,
 
     /// Serve TCP only.
-    #[arg(long, conflicts_with = "udp_only", env = "SOCKPOOL_TCP_ONLY")]
+    #[arg(long, conflicts_with = "udp_only", env = "SOCKPOOL_TCP_ONLY", value_parser = boolish())]
     pub tcp_only: bool,
 
     /// Serve UDP only.
-    #[arg(long, env = "SOCKPOOL_UDP_ONLY")]
+    #[arg(long, env = "SOCKPOOL_UDP_ONLY", value_parser = boolish())]
     pub udp_only: bool,
 
     /// Worker threads [default: the number of cores].
@@ -114,7 +121,7 @@ pub struct ServerArgs {
 
     /// Serve Prometheus metrics on HTTP `GET /metrics` at this address (port 0
     /// picks a free port).
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen, env = "SOCKPOOL_METRICS")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr, env = "SOCKPOOL_METRICS")]
     pub metrics: Option<SocketAddr>,
 
     /// SO_RCVBUF for the UDP sockets and the TCP listeners (accepted connections
@@ -131,13 +138,13 @@ pub struct ServerArgs {
     /// Bind TCP and UDP with SO_REUSEPORT, so several processes share the address
     /// (the kernel spreads connections and datagrams over them); without it a taken
     /// port is an error.
-    #[arg(long, env = "SOCKPOOL_REUSE_PORT")]
+    #[arg(long, env = "SOCKPOOL_REUSE_PORT", value_parser = boolish())]
     pub reuse_port: bool,
 
     /// Each TCP connection starts with a PROXY protocol header (v1 or v2, as
     /// HAProxy's send-proxy and send-proxy-v2 send it): the client it names is the
     /// printed peer and the address --allow/--deny and --max-per-ip see.
-    #[arg(long, env = "SOCKPOOL_PROXY_PROTOCOL")]
+    #[arg(long, env = "SOCKPOOL_PROXY_PROTOCOL", value_parser = boolish())]
     pub proxy_protocol: bool,
 
     /// With --proxy-protocol, only these proxies may connect (CIDR or address;
@@ -147,11 +154,13 @@ pub struct ServerArgs {
     pub proxy_from: Vec<IpNet>,
 
     /// Fewer diagnostics: -q warnings only, -qq errors only.
-    #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose",
+          env = "SOCKPOOL_QUIET", value_parser = parse_count)]
     pub quiet: u8,
 
     /// More diagnostics: -v debug, -vv trace (RUST_LOG overrides both).
-    #[arg(short, long, action = ArgAction::Count)]
+    #[arg(short, long, action = ArgAction::Count, env = "SOCKPOOL_VERBOSE",
+          value_parser = parse_count)]
     pub verbose: u8,
 
     /// Print a man page or a shell completion script on stdout and exit (other
@@ -164,7 +173,7 @@ impl ServerArgs {
     pub fn into_config(self) -> Config {
         let defaults = Config::default();
         Config {
-            listen: self.listen,
+            listen: self.listen.into_iter().flat_map(|r| r.0).collect(),
             tcp: !self.udp_only,
             udp: !self.tcp_only,
             workers: self.workers.map_or(defaults.workers, NonZeroUsize::get),

@@ -216,6 +216,21 @@ pub fn encode(config: &FrameConfig, message: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// The message a datagram carries. With `line` framing one trailing delimiter (and,
+/// for `\n`, a `\r` before it) is removed, as rsyslog's imudp and Vector's socket
+/// source do, so `echo hi | nc -u` is `hi` rather than `hi\n`; every other framing
+/// takes the datagram whole.
+pub fn datagram_message<'a>(config: &FrameConfig, datagram: &'a [u8]) -> &'a [u8] {
+    if config.framing != Framing::Line {
+        return datagram;
+    }
+    match datagram.strip_suffix(&[config.delimiter]) {
+        Some(rest) if config.delimiter == b'\n' => rest.strip_suffix(b"\r").unwrap_or(rest),
+        Some(rest) => rest,
+        None => datagram,
+    }
+}
+
 /// The frame for a message of `len` bytes longer than `max_frame`, of which `kept`
 /// (at least its first `max_frame` bytes with truncate) is held.
 fn too_long(oversize: Oversize, kept: &[u8], max_frame: usize, len: u64) -> Frame<'_> {
@@ -497,6 +512,32 @@ pub(crate) mod testing {
 
     pub fn oversize() -> impl Strategy<Value = Oversize> {
         prop_oneof![Just(Oversize::Drop), Just(Oversize::Truncate)]
+    }
+
+    #[test]
+    fn a_datagram_loses_one_trailing_delimiter_in_line_framing_only() {
+        let line = FrameConfig::default();
+        for (datagram, message) in [
+            (&b"hi\n"[..], &b"hi"[..]),
+            (b"hi\r\n", b"hi"),
+            (b"hi\n\n", b"hi\n"),
+            (b"hi\r", b"hi\r"),
+            (b"hi", b"hi"),
+            (b"\n", b""),
+            (b"", b""),
+        ] {
+            assert_eq!(datagram_message(&line, datagram), message, "{datagram:?}");
+        }
+        let nul = FrameConfig {
+            delimiter: 0,
+            ..line
+        };
+        assert_eq!(datagram_message(&nul, b"a\r\0"), b"a\r");
+        assert_eq!(datagram_message(&nul, b"a\n"), b"a\n");
+        for framing in [Framing::Length, Framing::Octet, Framing::Raw] {
+            let cfg = config(framing, 64, Oversize::Drop);
+            assert_eq!(datagram_message(&cfg, b"hi\r\n"), b"hi\r\n", "{framing:?}");
+        }
     }
 
     #[test]

@@ -244,7 +244,7 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         let _ = signal_waker.wake();
     })
     .map_err(io_err("watch for signals"))?;
-    info!(workers, mode = ?config.mode, "serving");
+    info!(workers, mode = %config.mode, "serving");
 
     acceptor
         .run(&pool, &stats.acceptor, &stop)
@@ -257,8 +257,8 @@ pub fn start(config: Config) -> Result<(), ServerError> {
     let finished = pool.drain(deadline);
     if finished < pool.size() {
         warn!(
-            "drain timeout after {:?}: {} of {} workers still busy",
-            config.drain_timeout,
+            "drain timeout after {}: {} of {} workers still busy",
+            crate::human::duration(config.drain_timeout),
             pool.size() - finished,
             pool.size()
         );
@@ -266,8 +266,8 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         drop(pool);
         if !sink.finish_until(deadline) {
             warn!(
-                "drain timeout after {:?}: output not fully written",
-                config.drain_timeout
+                "drain timeout after {}: output not fully written",
+                crate::human::duration(config.drain_timeout)
             );
         }
     }
