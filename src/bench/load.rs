@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::net::{TcpStream, UdpSocket};
+use mio::net::UdpSocket;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
@@ -33,6 +33,7 @@ use crate::frame::{self, DISCONNECT, Decoder, Frame};
 use super::histogram::Latency;
 use super::pace::{self, Schedule};
 use super::payload;
+use super::stream::{BenchStream, Target};
 use super::{Config, Stop};
 
 /// Connections being set up at once per thread: more would overflow the server's
@@ -231,7 +232,7 @@ pub struct Plan {
     /// Messages each connection sends after the warmup (`u64::MAX`: until the
     /// duration is over).
     pub quotas: Vec<u64>,
-    pub target: SocketAddr,
+    pub target: Target,
     pub config: Arc<Config>,
 }
 
@@ -265,7 +266,7 @@ pub struct ThreadResult {
 
 #[derive(Debug)]
 enum Sock {
-    Tcp(TcpStream),
+    Tcp(BenchStream),
     Udp(UdpSocket),
     None,
 }
@@ -422,7 +423,7 @@ struct Load {
     thread: usize,
     config: Arc<Config>,
     schedule: Schedule,
-    target: SocketAddr,
+    target: Target,
     poll: Poll,
     timer: Option<Timer>,
     conns: Vec<Conn>,
@@ -555,16 +556,12 @@ impl Load {
                 };
                 let outcome = match stream.take_error() {
                     Ok(Some(err)) | Err(err) => Err(err),
-                    Ok(None) => match stream.peer_addr() {
-                        Ok(_) => Ok(true),
-                        Err(err) if err.kind() == io::ErrorKind::NotConnected => Ok(false),
-                        Err(err) => Err(err),
-                    },
+                    Ok(None) => stream.connected(),
                 };
                 match outcome {
                     Ok(false) => {}
                     Ok(true) => {
-                        let _ = stream.set_nodelay(true);
+                        stream.set_nodelay();
                         conn.state = State::Sending;
                         connecting -= 1;
                         self.total.connected += 1;
@@ -583,12 +580,13 @@ impl Load {
         let udp = self.config.udp;
         let echo = self.config.echo;
         let frame = self.config.frame;
-        let target = self.target;
+        let target = self.target.clone();
         let registry = self.poll.registry();
         let Some(conn) = self.conns.get_mut(i) else {
             return false;
         };
-        let attempt = if udp {
+        let attempt = if let (true, Target::Ip(target)) = (udp, &target) {
+            let target = *target;
             let local: SocketAddr = match target {
                 SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
                 SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -603,7 +601,7 @@ impl Load {
                 Ok(Sock::Udp(socket))
             })
         } else {
-            TcpStream::connect(target).and_then(|mut stream| {
+            BenchStream::connect(&target).and_then(|mut stream| {
                 registry.register(
                     &mut stream,
                     Token(i),
@@ -902,7 +900,7 @@ impl Load {
             if conn.state == State::Closing {
                 if !conn.shut {
                     if let Sock::Tcp(stream) = &conn.sock {
-                        let _ = stream.shutdown(Shutdown::Write);
+                        let _ = stream.shutdown_write();
                     }
                     self.conns[i].shut = true;
                 }

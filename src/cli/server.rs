@@ -8,7 +8,7 @@ use clap::{ArgAction, Parser};
 
 use ipnet::IpNet;
 
-use super::{parse_delimiter, parse_listen, parse_secs};
+use super::{ListenAddr, parse_delimiter, parse_listen, parse_listen_addr, parse_mode, parse_secs};
 use crate::frame::{FrameConfig, Framing, Oversize};
 use crate::net::filter::{Filter, parse_cidr};
 use crate::output::Format;
@@ -22,9 +22,15 @@ use crate::server::mode::Mode;
 pub struct ServerArgs {
     /// Address to listen on for TCP and UDP; repeatable. `127.0.0.1:8080`,
     /// `[::1]:8080`, `[::]:8080` (dual-stack); port 0 picks a free port.
+    /// `unix:PATH` is a Unix stream socket, `unixgram:PATH` a Unix datagram socket.
     #[arg(short, long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080",
-          value_parser = parse_listen, value_delimiter = ',', env = "SOCKPOOL_LISTEN")]
-    pub listen: Vec<SocketAddr>,
+          value_parser = parse_listen_addr, value_delimiter = ',', env = "SOCKPOOL_LISTEN")]
+    pub listen: Vec<ListenAddr>,
+
+    /// Permissions of the Unix socket files the server creates, in octal.
+    #[arg(long, value_name = "OCTAL", default_value = "0660", value_parser = parse_mode,
+          env = "SOCKPOOL_UNIX_MODE")]
+    pub unix_mode: u32,
 
     /// Serve TCP only.
     #[arg(long, conflicts_with = "udp_only", env = "SOCKPOOL_TCP_ONLY")]
@@ -133,8 +139,17 @@ pub struct ServerArgs {
 impl ServerArgs {
     pub fn into_config(self) -> Config {
         let defaults = Config::default();
+        let (mut listen, mut unix) = (Vec::new(), Vec::new());
+        for addr in self.listen {
+            match addr {
+                ListenAddr::Ip(addr) => listen.push(addr),
+                ListenAddr::Unix(path) => unix.push(path),
+            }
+        }
         Config {
-            listen: self.listen,
+            listen,
+            unix,
+            unix_mode: self.unix_mode,
             tcp: !self.udp_only,
             udp: !self.tcp_only,
             workers: self.workers.map_or(defaults.workers, NonZeroUsize::get),

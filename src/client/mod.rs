@@ -2,6 +2,7 @@
 //! server's replies as they arrive, and ends the session cleanly with `!Disconnect`.
 
 pub mod interactive;
+pub mod link;
 pub mod session;
 
 use std::fs::File;

@@ -155,6 +155,28 @@ impl ConnLimits {
         Ok(())
     }
 
+    /// Counts a connection with no IP address (a Unix stream) in: only
+    /// `--max-connections` applies to it.
+    pub fn admit_local(&self) -> Result<(), Refusal> {
+        if self.open.load(Ordering::Acquire) >= self.max_connections {
+            return Err(Refusal::MaxConnections);
+        }
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// A connection admitted from `ip` (`None`: one with no IP address) has closed.
+    pub fn release_peer(&self, ip: Option<IpAddr>) {
+        match ip {
+            Some(ip) => self.release(ip),
+            None => {
+                let _ = self
+                    .open
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            }
+        }
+    }
+
     /// A connection admitted from `ip` has closed.
     pub fn release(&self, ip: IpAddr) {
         if self.max_per_ip.is_some() {

@@ -8,6 +8,7 @@ pub mod fdlimit;
 pub mod filter;
 pub mod listen;
 pub mod mmsg;
+pub mod unix;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

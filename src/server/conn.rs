@@ -6,7 +6,7 @@ use std::io;
 use std::time::Instant;
 
 use crate::frame::Decoder;
-use crate::message::{ConnId, Peer};
+use crate::message::{ConnId, Peer, Proto};
 
 use super::transport::Transport;
 
@@ -20,6 +20,8 @@ pub struct Conn {
     pub id: ConnId,
     pub transport: Transport,
     pub peer: Peer,
+    /// What its messages are printed as (`tcp`, `unix`, `tls`).
+    pub proto: Proto,
     pub decoder: Decoder,
     /// Where the connection is in its life; the only scheduling state besides the
     /// kernel's readiness below and the worker's ready list.
@@ -97,6 +99,7 @@ impl Conn {
         let now = Instant::now();
         Conn {
             id,
+            proto: transport.proto(),
             transport,
             peer,
             decoder,

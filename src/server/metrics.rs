@@ -19,6 +19,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{debug, warn};
 
+use crate::message::Proto;
 use crate::net::filter::{ConnLimits, Refusal};
 use crate::net::{NetError, bind, listen, stream_socket};
 
@@ -115,14 +116,23 @@ pub fn render(stats: &Stats, limits: &ConnLimits) -> String {
         "Messages received and handled, by protocol.",
         &labelled(
             "proto",
-            vec![("tcp", t.messages[0]), ("udp", t.messages[1])],
+            Proto::ALL
+                .iter()
+                .map(|p| (p.as_str(), t.messages[*p as usize]))
+                .collect(),
         ),
     );
     family(
         "sockpool_bytes_received_total",
         "counter",
         "Bytes received, by protocol.",
-        &labelled("proto", vec![("tcp", t.bytes[0]), ("udp", t.bytes[1])]),
+        &labelled(
+            "proto",
+            Proto::ALL
+                .iter()
+                .map(|p| (p.as_str(), t.bytes[*p as usize]))
+                .collect(),
+        ),
     );
     family(
         "sockpool_messages_dropped_total",

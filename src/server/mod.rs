@@ -16,6 +16,7 @@ pub mod stats;
 pub mod tcp;
 pub mod transport;
 pub mod udp;
+pub mod unixgram;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use crate::net::NetError;
 use crate::net::fdlimit;
 use crate::net::filter::{ConnLimits, Filter};
 use crate::net::listen::{ListenConfig, bind_all};
+use crate::net::unix::{SocketFile, UnixBound, UnixPath, bind_unix};
 use crate::output::Format;
 
 use self::acceptor::{AcceptPolicy, Acceptor};
@@ -40,7 +42,13 @@ use self::stats::Stats;
 /// A validated server configuration (built by `cli::server`).
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The IP addresses of `--listen`.
     pub listen: Vec<SocketAddr>,
+    /// Its `unix:PATH` and `unixgram:PATH` addresses, served whatever
+    /// `--tcp-only`/`--udp-only` say (the scheme says which kind).
+    pub unix: Vec<UnixPath>,
+    /// `--unix-mode`: permissions of the socket files created.
+    pub unix_mode: u32,
     pub tcp: bool,
     pub udp: bool,
     pub workers: usize,
@@ -71,6 +79,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            unix: Vec::new(),
+            unix_mode: 0o660,
             tcp: true,
             udp: true,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
@@ -110,6 +120,36 @@ fn io_err(action: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
     move |source| ServerError::Io { action, source }
 }
 
+/// The Unix sockets, bound, each announced; the files are removed
+/// when the returned [`SocketFile`]s are dropped, at the end of [`start`].
+#[allow(clippy::type_complexity)]
+fn bind_unix_all(
+    config: &Config,
+) -> Result<
+    (
+        Vec<std::os::unix::net::UnixListener>,
+        Vec<std::os::unix::net::UnixDatagram>,
+        Vec<SocketFile>,
+    ),
+    ServerError,
+> {
+    let (mut streams, mut datagrams, mut files) = (Vec::new(), Vec::new(), Vec::new());
+    for addr in &config.unix {
+        match bind_unix(addr, config.unix_mode, config.backlog)? {
+            UnixBound::Stream(listener, file) => {
+                streams.push(listener);
+                files.push(file);
+            }
+            UnixBound::Datagram(socket, file) => {
+                datagrams.push(socket);
+                files.push(file);
+            }
+        }
+        eprintln!("listening {} {}", addr.kind.scheme(), addr.path.display());
+    }
+    Ok((streams, datagrams, files))
+}
+
 /// The teaching project's `start`: serves until SIGINT/SIGTERM, then drains within
 /// `drain_timeout` and writes the summary to stderr.
 pub fn start(config: Config) -> Result<(), ServerError> {
@@ -128,6 +168,7 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         },
         |line| eprintln!("{line}"),
     )?;
+    let (unix_streams, unixgram, _socket_files) = bind_unix_all(&config)?;
     // What is open now, plus each worker's poll and waker still to come.
     let in_use = fdlimit::open_descriptors().unwrap_or(16) + 2 * workers as u64;
     let fd_max = fdlimit::default_max_connections(nofile, in_use);
@@ -159,6 +200,7 @@ pub fn start(config: Config) -> Result<(), ServerError> {
     let (pool, sink) = ThreadPool::new(PoolConfig {
         workers,
         udp: listeners.udp,
+        unixgram,
         frame: config.frame,
         mode: config.mode,
         format: config.format,
@@ -175,8 +217,8 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         limits: Arc::clone(&limits),
         keepalive: config.keepalive,
     };
-    let (mut acceptor, stop_waker) =
-        Acceptor::new(listeners.tcp, policy).map_err(io_err("watch the listeners"))?;
+    let (mut acceptor, stop_waker) = Acceptor::new(listeners.tcp, unix_streams, policy)
+        .map_err(io_err("watch the listeners"))?;
     let stop = Arc::new(AtomicBool::new(false));
     let signal_stop = Arc::clone(&stop);
     // The acceptor keeps its own reference: closing a waker's eventfd right after

@@ -27,6 +27,8 @@ pub struct PoolConfig {
     pub workers: usize,
     /// Per listen address, one UDP socket per worker.
     pub udp: Vec<Vec<UdpSocket>>,
+    /// Unix datagram sockets: socket `j` is read by worker `j % workers`.
+    pub unixgram: Vec<std::os::unix::net::UnixDatagram>,
     pub frame: FrameConfig,
     pub mode: Mode,
     pub format: Format,
@@ -87,6 +89,12 @@ impl ThreadPool {
             mailboxes.push(Mailbox::new(inbox, waker));
         }
         let mailboxes: Arc<[Mailbox]> = mailboxes.into();
+        let mut unixgram_of: Vec<Vec<_>> = (0..size).map(|_| Vec::new()).collect();
+        for (j, socket) in config.unixgram.drain(..).enumerate() {
+            if let Some(sockets) = unixgram_of.get_mut(j % size) {
+                sockets.push(socket);
+            }
+        }
         for (index, ((poll, inbox), sink_handle)) in
             polls.into_iter().zip(inboxes).zip(sink_handles).enumerate()
         {
@@ -95,12 +103,17 @@ impl ThreadPool {
                 .iter_mut()
                 .filter_map(|sockets| (!sockets.is_empty()).then(|| sockets.remove(0)))
                 .collect();
+            let unixgram = unixgram_of
+                .get_mut(index)
+                .map(std::mem::take)
+                .unwrap_or_default();
             let worker = Worker::new(WorkerSetup {
                 index,
                 poll,
                 inbox,
                 mailboxes: Arc::clone(&mailboxes),
                 udp,
+                unixgram,
                 batch: Batch::new(sink_handle, config.format),
                 stats: Arc::clone(&config.stats),
                 frame: config.frame,

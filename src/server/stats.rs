@@ -55,8 +55,8 @@ impl DropReason {
 pub struct Counters {
     connections_accepted: AtomicU64,
     connections_closed: AtomicU64,
-    messages: [AtomicU64; 2],
-    bytes: [AtomicU64; 2],
+    messages: [AtomicU64; Proto::ALL.len()],
+    bytes: [AtomicU64; Proto::ALL.len()],
     dropped: [AtomicU64; DropReason::ALL.len()],
     /// Acceptor: connections accepted and closed at once, by reason.
     refused: [AtomicU64; Refusal::ALL.len()],
@@ -76,10 +76,7 @@ fn bump(counter: &AtomicU64, n: u64) {
 }
 
 fn proto_index(proto: Proto) -> usize {
-    match proto {
-        Proto::Tcp => 0,
-        Proto::Udp => 1,
-    }
+    proto as usize
 }
 
 impl Counters {
@@ -140,8 +137,8 @@ pub struct Stats {
 pub struct Totals {
     pub connections_accepted: u64,
     pub connections_closed: u64,
-    pub messages: [u64; 2],
-    pub bytes: [u64; 2],
+    pub messages: [u64; Proto::ALL.len()],
+    pub bytes: [u64; Proto::ALL.len()],
     pub dropped: [u64; DropReason::ALL.len()],
     pub refused: [u64; Refusal::ALL.len()],
     pub udp_kernel_drops: u64,
@@ -161,9 +158,11 @@ impl Stats {
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
             t.connections_accepted += get(&c.connections_accepted);
             t.connections_closed += get(&c.connections_closed);
-            for i in 0..2 {
-                t.messages[i] += get(&c.messages[i]);
-                t.bytes[i] += get(&c.bytes[i]);
+            for (sum, m) in t.messages.iter_mut().zip(&c.messages) {
+                *sum += get(m);
+            }
+            for (sum, b) in t.bytes.iter_mut().zip(&c.bytes) {
+                *sum += get(b);
             }
             for (sum, d) in t.dropped.iter_mut().zip(&c.dropped) {
                 *sum += get(d);
@@ -178,6 +177,18 @@ impl Stats {
 }
 
 impl Totals {
+    /// `tcp N, udp N`, then each other transport that carried anything, so a
+    /// server that serves only TCP and UDP writes the summary it always did.
+    fn by_proto(&self, f: &mut fmt::Formatter<'_>, counts: &[u64]) -> fmt::Result {
+        for (i, (proto, count)) in Proto::ALL.iter().zip(counts).enumerate() {
+            if i < 2 || self.messages[i] + self.bytes[i] > 0 {
+                let sep = if i == 0 { "" } else { ", " };
+                write!(f, "{sep}{} {count}", proto.as_str())?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn messages_total(&self) -> u64 {
         self.messages.iter().sum()
     }
@@ -207,18 +218,16 @@ impl fmt::Display for Totals {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "summary: connections {} (open {}), messages {} (tcp {}, udp {}), bytes {} (tcp {}, udp {}), dropped {} (",
+            "summary: connections {} (open {}), messages {} (",
             self.connections_accepted,
             self.connections_accepted
                 .saturating_sub(self.connections_closed),
             self.messages_total(),
-            self.messages[0],
-            self.messages[1],
-            self.bytes[0] + self.bytes[1],
-            self.bytes[0],
-            self.bytes[1],
-            self.dropped_total(),
         )?;
+        self.by_proto(f, &self.messages)?;
+        write!(f, "), bytes {} (", self.bytes.iter().sum::<u64>())?;
+        self.by_proto(f, &self.bytes)?;
+        write!(f, "), dropped {} (", self.dropped_total())?;
         for (i, reason) in DropReason::ALL.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
             write!(f, "{sep}{} {}", reason.as_str(), self.dropped_by(*reason))?;

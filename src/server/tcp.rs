@@ -103,7 +103,7 @@ pub fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn 
         if let State::Draining { left } = &mut conn.state {
             *left = left.saturating_sub(n);
         }
-        h.counters.received_bytes(Proto::Tcp, n);
+        h.counters.received_bytes(conn.proto, n);
         // Messages of one read share its receive time, taken right after it; only
         // printing reads it, so the other modes skip the clock.
         let received_at = h.actions.print.then(SystemTime::now);
@@ -111,7 +111,7 @@ pub fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn 
         let before = *messages;
         let input = buf.get(..n).unwrap_or_default();
         let flow = handle_read(decoder, input, &source, messages, outbox, h);
-        h.counters.messages(Proto::Tcp, *messages - before);
+        h.counters.messages(source.proto, *messages - before);
         if flow.is_break() {
             return Turn::Close(CloseReason::Disconnect);
         }
@@ -130,6 +130,7 @@ pub fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn 
 /// Where and when the bytes being decoded came from.
 #[derive(Debug)]
 struct Source<'a> {
+    proto: Proto,
     peer: &'a Peer,
     id: ConnId,
     /// Taken when the mode prints, and only then.
@@ -145,12 +146,14 @@ fn parts(
     let Conn {
         decoder,
         peer,
+        proto,
         id,
         messages,
         outbox,
         ..
     } = conn;
     let source = Source {
+        proto: *proto,
         peer,
         id: *id,
         received_at,
@@ -187,7 +190,7 @@ fn handle_read(
         let run = decoder.decode_run(input, |frame| on_frame(frame, src, messages, outbox, h))?;
         if let Some(run) = run {
             let template = Message {
-                proto: Proto::Tcp,
+                proto: src.proto,
                 peer: src.peer,
                 conn: Some(src.id),
                 received_at,
@@ -205,7 +208,7 @@ fn finish(conn: &mut Conn, h: &mut Handler<'_>, reason: CloseReason) -> Turn {
     let (decoder, source, messages, outbox) = parts(conn, h.actions.print.then(SystemTime::now));
     let before = *messages;
     let flow = decoder.finish(|frame| on_frame(frame, &source, messages, outbox, h));
-    h.counters.messages(Proto::Tcp, *messages - before);
+    h.counters.messages(source.proto, *messages - before);
     if flow.is_break() {
         return Turn::Close(CloseReason::Disconnect);
     }
@@ -270,7 +273,7 @@ fn deliver(
     *messages += 1;
     if let Some(received_at) = src.received_at {
         h.batch.print(&Message {
-            proto: Proto::Tcp,
+            proto: src.proto,
             peer: src.peer,
             conn: Some(src.id),
             received_at,

@@ -9,13 +9,63 @@
 
 use std::io::{self, Read, Write};
 
-use mio::net::TcpStream;
+use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
+
+use crate::message::Proto;
+
+/// An accepted socket, as the acceptor hands it over.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// What the kernel holds unread for it (FIONREAD).
+    pub fn pending_bytes(&self) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(stream) => crate::net::pending_bytes(stream),
+            Stream::Unix(stream) => crate::net::pending_bytes(stream),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(stream) => stream.read(buf),
+            Stream::Unix(stream) => stream.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(stream) => stream.write(buf),
+            Stream::Unix(stream) => stream.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(stream) => stream.write_vectored(bufs),
+            Stream::Unix(stream) => stream.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// A connection's byte carrier.
 #[derive(Debug)]
 pub enum Transport {
     Tcp(TcpStream),
+    Unix(UnixStream),
+
     /// Bytes in memory: `handle_tcp` and the broker are unit-tested over it.
     #[cfg(test)]
     Memory(memory::Memory),
@@ -31,12 +81,31 @@ pub struct Wants {
 }
 
 impl Transport {
+    /// The stream as it is, without TLS.
+    pub fn plain(stream: Stream) -> Self {
+        match stream {
+            Stream::Tcp(stream) => Transport::Tcp(stream),
+            Stream::Unix(stream) => Transport::Unix(stream),
+        }
+    }
+
+    /// What its messages are printed as: TLS over a Unix socket stays `unix`.
+    pub fn proto(&self) -> Proto {
+        match self {
+            Transport::Tcp(_) => Proto::Tcp,
+            Transport::Unix(_) => Proto::Unix,
+            #[cfg(test)]
+            Transport::Memory(_) => Proto::Tcp,
+        }
+    }
+
     /// Reads the application's bytes; `Ok(0)` is the end of the stream and
     /// `WouldBlock` means nothing is there for now.
     #[inline]
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Transport::Tcp(stream) => stream.read(buf),
+            Transport::Unix(stream) => stream.read(buf),
             #[cfg(test)]
             Transport::Memory(memory) => memory.read(buf),
         }
@@ -47,6 +116,7 @@ impl Transport {
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Transport::Tcp(stream) => stream.write(buf),
+            Transport::Unix(stream) => stream.write(buf),
             #[cfg(test)]
             Transport::Memory(memory) => memory.write(buf),
         }
@@ -56,7 +126,7 @@ impl Transport {
     #[inline]
     pub fn wants(&self) -> Wants {
         match self {
-            Transport::Tcp(_) => Wants::default(),
+            Transport::Tcp(_) | Transport::Unix(_) => Wants::default(),
             #[cfg(test)]
             Transport::Memory(_) => Wants::default(),
         }
@@ -66,7 +136,7 @@ impl Transport {
     /// `WouldBlock` when the socket is full.
     pub fn flush(&mut self) -> io::Result<()> {
         match self {
-            Transport::Tcp(_) => Ok(()),
+            Transport::Tcp(_) | Transport::Unix(_) => Ok(()),
             #[cfg(test)]
             Transport::Memory(_) => Ok(()),
         }
@@ -77,6 +147,7 @@ impl Transport {
         let interest = Interest::READABLE | Interest::WRITABLE;
         match self {
             Transport::Tcp(stream) => registry.register(stream, token, interest),
+            Transport::Unix(stream) => registry.register(stream, token, interest),
             #[cfg(test)]
             Transport::Memory(_) => Ok(()),
         }
@@ -87,6 +158,7 @@ impl Transport {
     pub fn pending_bytes(&self) -> io::Result<usize> {
         match self {
             Transport::Tcp(stream) => crate::net::pending_bytes(stream),
+            Transport::Unix(stream) => crate::net::pending_bytes(stream),
             #[cfg(test)]
             Transport::Memory(memory) => Ok(memory.input.len()),
         }

@@ -16,12 +16,11 @@
 //! acceptor's `--max-connections`/`--max-per-ip` counts.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::net::{TcpStream, UdpSocket};
+use mio::net::{UdpSocket, UnixDatagram};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{error, info, warn};
@@ -40,8 +39,9 @@ use super::mode::{Actions, Mode};
 use super::ready::ReadyList;
 use super::stats::{Counters, Stats};
 use super::tcp::{Handler, OUTBOX_PAUSE, Turn, handle_tcp};
-use super::transport::Transport;
+use super::transport::{Stream, Transport};
 use super::udp::UdpReader;
+use super::unixgram::UnixgramReader;
 
 /// UDP socket `i` is registered as `UDP_BASE - i`.
 const UDP_BASE: usize = usize::MAX - 2;
@@ -60,6 +60,8 @@ pub struct WorkerSetup {
     /// Every worker's mailbox (this one's included), for relaying.
     pub mailboxes: Arc<[Mailbox]>,
     pub udp: Vec<std::net::UdpSocket>,
+    /// Unix datagram sockets this worker alone reads.
+    pub unixgram: Vec<std::os::unix::net::UnixDatagram>,
     pub batch: Batch,
     pub stats: Arc<Stats>,
     pub frame: FrameConfig,
@@ -75,10 +77,12 @@ pub struct WorkerSetup {
     pub idle_timeout: Option<Duration>,
 }
 
-/// A worker's UDP sockets and what reading them needs.
+/// A worker's datagram sockets and what reading them needs.
 #[derive(Debug)]
 struct UdpSockets {
     readers: Vec<UdpReader>,
+    /// Registered after `readers`, as `UDP_BASE - readers.len() - j`.
+    unixgram: Vec<UnixgramReader>,
     /// The receive buffers, a batch of datagrams per syscall.
     datagrams: RecvBatch,
     actions: Actions,
@@ -86,7 +90,29 @@ struct UdpSockets {
 
 impl UdpSockets {
     fn any_readable(&self) -> bool {
-        self.readers.iter().any(|u| u.readable)
+        self.readers.iter().any(|u| u.readable) || self.unixgram.iter().any(|u| u.readable)
+    }
+
+    fn count(&self) -> usize {
+        self.readers.len() + self.unixgram.len()
+    }
+
+    /// Socket `i` (in token order) has data.
+    fn set_readable(&mut self, i: usize) {
+        if let Some(reader) = self.readers.get_mut(i) {
+            reader.readable = true;
+        } else if let Some(reader) = self.unixgram.get_mut(i - self.readers.len()) {
+            reader.readable = true;
+        }
+    }
+
+    fn set_all_readable(&mut self) {
+        for reader in &mut self.readers {
+            reader.readable = true;
+        }
+        for reader in &mut self.unixgram {
+            reader.readable = true;
+        }
     }
 }
 
@@ -131,6 +157,16 @@ impl Worker {
                 .register(&mut socket, Token(UDP_BASE - i), Interest::READABLE)?;
             readers.push(UdpReader::new(socket, Arc::clone(&setup.filter)));
         }
+        let mut unixgram = Vec::with_capacity(setup.unixgram.len());
+        for (j, socket) in setup.unixgram.into_iter().enumerate() {
+            let mut reader = UnixgramReader::new(UnixDatagram::from_std(socket));
+            let token = Token(UDP_BASE - readers.len() - j);
+            setup
+                .poll
+                .registry()
+                .register(reader.socket(), token, Interest::READABLE)?;
+            unixgram.push(reader);
+        }
         let datagrams = super::udp::datagram_batch(&setup.frame, readers.len());
         Ok(Worker {
             index: setup.index,
@@ -140,6 +176,7 @@ impl Worker {
             ready: ReadyList::default(),
             udp: UdpSockets {
                 readers,
+                unixgram,
                 datagrams,
                 actions: setup.mode.udp_actions(setup.quiet),
             },
@@ -191,10 +228,8 @@ impl Worker {
             for event in events.iter() {
                 match event.token() {
                     WAKER => woken = true,
-                    Token(t) if t > UDP_BASE - self.udp.readers.len() => {
-                        if let Some(reader) = self.udp.readers.get_mut(UDP_BASE - t) {
-                            reader.readable = true;
-                        }
+                    Token(t) if t > UDP_BASE - self.udp.count() => {
+                        self.udp.set_readable(UDP_BASE - t);
                     }
                     Token(key) => {
                         if event.is_writable() {
@@ -274,17 +309,16 @@ impl Worker {
         self.close_doomed();
     }
 
-    fn adopt(&mut self, stream: TcpStream, peer: SocketAddr, id: ConnId) {
+    fn adopt(&mut self, stream: Stream, peer: Peer, id: ConnId) {
         self.counters().adopted();
         let key = self.conns.vacant_entry().key();
-        let mut transport = Transport::Tcp(stream);
+        let mut transport = Transport::plain(stream);
         if let Err(err) = transport.register(self.poll.registry(), Token(key)) {
             warn!(conn = id, peer = %peer, "cannot watch connection: {}", crate::net::describe(&err));
             self.counters().closed();
-            self.limits.release(peer.ip());
+            self.limits.release_peer(peer.addr().map(|a| a.ip()));
             return;
         }
-        let peer = Peer::new(peer);
         info!(conn = id, peer = %peer, worker = self.index, "connection opened");
         let conn = Conn::new(id, transport, peer.clone(), Decoder::new(&self.frame));
         let opened = conn.opened;
@@ -318,9 +352,7 @@ impl Worker {
                 self.ready.push(key);
             }
         }
-        for reader in &mut self.udp.readers {
-            reader.readable = true;
-        }
+        self.udp.set_all_readable();
     }
 
     /// Gives each ready connection one turn.
@@ -364,6 +396,7 @@ impl Worker {
         let counters = &self.stats.workers[self.index];
         let UdpSockets {
             readers,
+            unixgram,
             datagrams,
             actions,
         } = &mut self.udp;
@@ -371,6 +404,18 @@ impl Worker {
             if reader.readable {
                 reader.handle_udp(
                     datagrams,
+                    &self.frame,
+                    &mut self.batch,
+                    counters,
+                    *actions,
+                    self.draining,
+                );
+            }
+        }
+        for reader in unixgram {
+            if reader.readable {
+                reader.handle_unixgram(
+                    &mut self.buf,
                     &self.frame,
                     &mut self.batch,
                     counters,
@@ -433,7 +478,7 @@ impl Worker {
             return;
         };
         // Free its place first: a client told of the close may connect again at once.
-        self.limits.release(conn.peer.addr().ip());
+        self.limits.release_peer(conn.peer.addr().map(|a| a.ip()));
         if let CloseReason::SlowReceiver(_) = reason {
             warn!(conn = conn.id, peer = %conn.peer, "connection closed: {reason}");
         } else {
