@@ -49,6 +49,8 @@ pub type ConnId = u64;
 pub struct Peer {
     addr: Option<SocketAddr>,
     text: Box<str>,
+    /// With mutual TLS: the subject of the client's certificate.
+    tls_client: Option<Box<str>>,
 }
 
 impl Peer {
@@ -61,6 +63,7 @@ impl Peer {
         Peer {
             addr: Some(addr),
             text: text.into_boxed_str(),
+            tls_client: None,
         }
     }
 
@@ -69,6 +72,7 @@ impl Peer {
         Peer {
             addr: None,
             text: text.into(),
+            tls_client: None,
         }
     }
 
@@ -79,6 +83,15 @@ impl Peer {
 
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// The subject of the client's TLS certificate (mutual TLS), once verified.
+    pub fn tls_client(&self) -> Option<&str> {
+        self.tls_client.as_deref()
+    }
+
+    pub fn set_tls_client(&mut self, subject: String) {
+        self.tls_client = Some(subject.into_boxed_str());
     }
 }
 

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use super::{parse_delimiter, parse_secs};
 use crate::bench::{self, Stop, payload};
+use crate::client::tls::TlsOptions;
 use crate::client::{Config, Source};
 use crate::frame::{FrameConfig, Framing};
 
@@ -61,6 +62,36 @@ pub struct ClientArgs {
     #[arg(long, value_name = "BYTE", default_value = "\\n", value_parser = parse_delimiter,
           env = "SOCKPOOL_DELIMITER")]
     pub delimiter: u8,
+
+    /// Speak TLS, verifying the server against the system's roots (or --tls-ca).
+    #[arg(long, conflicts_with = "udp", env = "SOCKPOOL_TLS")]
+    pub tls: bool,
+
+    /// TLS: trust the CA certificates in this PEM file instead of the system's.
+    #[arg(long, value_name = "PATH", requires = "tls", env = "SOCKPOOL_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// TLS: the name the server's certificate must carry [default: the host of -s].
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "tls",
+        env = "SOCKPOOL_TLS_SERVER_NAME"
+    )]
+    pub tls_server_name: Option<String>,
+
+    /// TLS: a client certificate (PEM chain), for servers that ask for one.
+    #[arg(long, value_name = "PATH", requires_all = ["tls", "tls_key"], env = "SOCKPOOL_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS: the key of --tls-cert (PEM).
+    #[arg(long, value_name = "PATH", requires_all = ["tls", "tls_cert"], env = "SOCKPOOL_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// TLS: accept any server certificate (self-signed test servers); says so on
+    /// stderr.
+    #[arg(long, requires = "tls", env = "SOCKPOOL_TLS_INSECURE")]
+    pub tls_insecure: bool,
 
     /// The messages to send.
     #[arg(value_name = "MESSAGE")]
@@ -218,6 +249,13 @@ impl ClientArgs {
                 delimiter: self.delimiter,
                 ..FrameConfig::default()
             },
+            tls: self.tls.then_some(TlsOptions {
+                ca: self.tls_ca,
+                server_name: self.tls_server_name,
+                cert: self.tls_cert,
+                key: self.tls_key,
+                insecure: self.tls_insecure,
+            }),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
@@ -14,6 +15,7 @@ use crate::net::filter::{Filter, parse_cidr};
 use crate::output::Format;
 use crate::server::Config;
 use crate::server::mode::Mode;
+use crate::server::tls::TlsSettings;
 
 /// A TCP + UDP message server: prints, echoes or relays what clients send, served by
 /// a fixed pool of event-loop worker threads.
@@ -127,6 +129,39 @@ pub struct ServerArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs, env = "SOCKPOOL_KEEPALIVE")]
     pub keepalive: Option<Duration>,
 
+    /// TLS: the server's certificate chain (PEM, the server's certificate first).
+    /// TCP and Unix stream connections then speak TLS.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "tls_key",
+        env = "SOCKPOOL_TLS_CERT"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS: the private key for --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "tls_cert",
+        env = "SOCKPOOL_TLS_KEY"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: require a client certificate signed by a CA in this PEM file.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "tls_cert",
+        env = "SOCKPOOL_TLS_CLIENT_CA"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Close a connection whose TLS handshake is not done after this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs,
+          env = "SOCKPOOL_TLS_HANDSHAKE_TIMEOUT")]
+    pub tls_handshake_timeout: Duration,
+
     /// Fewer diagnostics: -q warnings only, -qq errors only.
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
     pub quiet: u8,
@@ -172,6 +207,15 @@ impl ServerArgs {
             recv_buffer: self.recv_buffer.map(saturating_usize),
             // Keepalive works in whole seconds; less than one means one.
             keepalive: self.keepalive.map(|d| d.max(Duration::from_secs(1))),
+            tls: match (self.tls_cert, self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsSettings {
+                    cert,
+                    key,
+                    client_ca: self.tls_client_ca,
+                    handshake_timeout: self.tls_handshake_timeout,
+                }),
+                _ => None,
+            },
         }
     }
 }

@@ -9,6 +9,9 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixDatagram, UnixStream};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::time::Duration;
+
+use super::tls::{TlsLink, TlsOptions, client_config, server_name};
 use crate::net::unix::{UnixKind, UnixPath};
 use crate::net::{self, NetError};
 
@@ -17,6 +20,8 @@ use crate::net::{self, NetError};
 pub enum Link {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// TLS over one of the others.
+    Tls(TlsLink),
 }
 
 impl Link {
@@ -38,18 +43,51 @@ impl Link {
         }
     }
 
+    /// Connects as [`Link::connect`] does, then, with `tls`, does the handshake.
+    pub fn open(
+        server: &str,
+        timeout: Duration,
+        tls: Option<&TlsOptions>,
+    ) -> Result<Link, NetError> {
+        let link = Link::connect(server, timeout)?;
+        let Some(options) = tls else {
+            return Ok(link);
+        };
+        let fail = |why: String| connect_error(server, io::Error::other(why));
+        let config = client_config(options).map_err(fail)?;
+        let name = server_name(options, server).map_err(fail)?;
+        TlsLink::handshake(config, name, link, timeout)
+            .map(Link::Tls)
+            .map_err(|source| connect_error(server, source))
+    }
+
     pub fn try_clone(&self) -> io::Result<Link> {
         match self {
             Link::Tcp(s) => s.try_clone().map(Link::Tcp),
             Link::Unix(s) => s.try_clone().map(Link::Unix),
+            Link::Tls(s) => s.try_clone().map(Link::Tls),
         }
     }
 
     /// Ends our side of the stream: the server sees end of stream.
-    pub fn shutdown_write(&self) -> io::Result<()> {
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
         match self {
             Link::Tcp(s) => s.shutdown(Shutdown::Write),
             Link::Unix(s) => s.shutdown(Shutdown::Write),
+            Link::Tls(s) => s.shutdown_write(),
+        }
+    }
+
+    /// Read and write timeouts (the handshake's), or none.
+    pub fn set_timeouts(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Link::Tcp(s) => s
+                .set_read_timeout(timeout)
+                .and_then(|()| s.set_write_timeout(timeout)),
+            Link::Unix(s) => s
+                .set_read_timeout(timeout)
+                .and_then(|()| s.set_write_timeout(timeout)),
+            Link::Tls(_) => Ok(()),
         }
     }
 }
@@ -59,6 +97,7 @@ impl Read for Link {
         match self {
             Link::Tcp(s) => s.read(buf),
             Link::Unix(s) => s.read(buf),
+            Link::Tls(s) => s.read(buf),
         }
     }
 }
@@ -68,6 +107,7 @@ impl Write for Link {
         match self {
             Link::Tcp(s) => s.write(buf),
             Link::Unix(s) => s.write(buf),
+            Link::Tls(s) => s.write(buf),
         }
     }
 
@@ -75,6 +115,7 @@ impl Write for Link {
         match self {
             Link::Tcp(s) => s.flush(),
             Link::Unix(s) => s.flush(),
+            Link::Tls(s) => s.flush(),
         }
     }
 }

@@ -96,7 +96,7 @@ impl Session {
                 server: config.server.clone(),
             });
         }
-        let stream = Link::connect(&config.server, config.connect_timeout)?;
+        let stream = Link::open(&config.server, config.connect_timeout, config.tls.as_ref())?;
         let broken = |source| ClientError::Broken {
             server: config.server.clone(),
             source,
@@ -167,7 +167,7 @@ impl Session {
                 ..
             } => {
                 writer.flush()?;
-                writer.get_ref().shutdown_write()?;
+                writer.get_mut().shutdown_write()?;
                 let _ = reader_done.recv_deadline(Instant::now() + CLOSE_WAIT);
                 Ok(())
             }

@@ -75,6 +75,8 @@ pub enum CloseReason {
     SlowReceiver(usize),
     /// Nothing was read from it or written to it for `--idle-timeout`.
     Idle(std::time::Duration),
+    /// A TLS handshake was not finished within `--tls-handshake-timeout`.
+    HandshakeTimeout(std::time::Duration),
     /// A read or write failed (reset, timeout …).
     Error(io::Error),
 }
@@ -89,6 +91,11 @@ impl std::fmt::Display for CloseReason {
                 write!(f, "cut off: not reading ({pending} bytes waiting)")
             }
             CloseReason::Idle(timeout) => write!(f, "idle for {}s", timeout.as_secs_f64()),
+            CloseReason::HandshakeTimeout(timeout) => write!(
+                f,
+                "TLS handshake not finished within {}s",
+                timeout.as_secs_f64()
+            ),
             CloseReason::Error(err) => f.write_str(&crate::net::describe(err)),
         }
     }
@@ -179,7 +186,8 @@ impl Conn {
     /// loop's time) becomes the last activity when something was written.
     pub fn write_outbox(&mut self, now: Instant) -> io::Result<()> {
         let before = self.sent;
-        while self.writable && self.sent < self.outbox.len() {
+        // Replies and relayed messages wait for a TLS handshake to finish.
+        while self.writable && self.sent < self.outbox.len() && !self.transport.is_handshaking() {
             match self
                 .transport
                 .write(self.outbox.get(self.sent..).unwrap_or_default())

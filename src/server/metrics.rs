@@ -24,6 +24,7 @@ use crate::net::filter::{ConnLimits, Refusal};
 use crate::net::{NetError, bind, listen, stream_socket};
 
 use super::stats::{DropReason, Stats};
+use super::tls::TlsFailure;
 
 /// The longest request (request line and headers) read before answering 431.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -151,6 +152,18 @@ pub fn render(stats: &Stats, limits: &ConnLimits) -> String {
         "counter",
         "UDP datagrams the kernel dropped for want of socket buffer room (SO_RXQ_OVFL).",
         &one(t.udp_kernel_drops),
+    );
+    family(
+        "sockpool_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed, by reason.",
+        &labelled(
+            "reason",
+            TlsFailure::ALL
+                .iter()
+                .map(|r| (r.as_str(), t.tls_failures_by(*r)))
+                .collect(),
+        ),
     );
     let per_worker: Vec<(String, u64)> = stats
         .workers
@@ -520,6 +533,7 @@ mod tests {
             "sockpool_bytes_received_total",
             "sockpool_messages_dropped_total",
             "sockpool_udp_kernel_drops_total",
+            "sockpool_tls_handshake_failures_total",
             "sockpool_worker_connections",
             "sockpool_max_connections",
         ] {

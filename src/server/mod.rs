@@ -14,6 +14,7 @@ pub mod ready;
 pub mod shutdown;
 pub mod stats;
 pub mod tcp;
+pub mod tls;
 pub mod transport;
 pub mod udp;
 pub mod unixgram;
@@ -38,6 +39,7 @@ use self::acceptor::{AcceptPolicy, Acceptor};
 use self::mode::Mode;
 use self::pool::{PoolConfig, ThreadPool};
 use self::stats::Stats;
+use self::tls::{TlsError, TlsServer, TlsSettings};
 
 /// A validated server configuration (built by `cli::server`).
 #[derive(Clone, Debug)]
@@ -73,6 +75,8 @@ pub struct Config {
     pub recv_buffer: Option<usize>,
     /// TCP keepalive idle time on accepted connections; `None`: off.
     pub keepalive: Option<Duration>,
+    /// `--tls-cert` and friends: TCP and Unix stream connections speak TLS.
+    pub tls: Option<TlsSettings>,
 }
 
 impl Default for Config {
@@ -97,6 +101,7 @@ impl Default for Config {
             metrics: None,
             recv_buffer: None,
             keepalive: None,
+            tls: None,
         }
     }
 }
@@ -114,6 +119,19 @@ pub enum ServerError {
         action: &'static str,
         source: std::io::Error,
     },
+    /// A certificate or key that does not load: bad usage, exit 2.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+impl ServerError {
+    /// 2 for what the user must fix in the command line or its files, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServerError::Tls(_) => 2,
+            _ => 1,
+        }
+    }
 }
 
 fn io_err(action: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -154,6 +172,11 @@ fn bind_unix_all(
 /// `drain_timeout` and writes the summary to stderr.
 pub fn start(config: Config) -> Result<(), ServerError> {
     let workers = config.workers.max(1);
+    // Before anything is bound: a certificate that does not load is bad usage.
+    let tls = match config.tls.clone() {
+        Some(settings) => Some(Arc::new(TlsServer::load(settings)?)),
+        None => None,
+    };
     let signals = shutdown::catch().map_err(io_err("watch for signals"))?;
     // Every connection costs a descriptor: take all the system lets us have.
     let nofile = fdlimit::raise_nofile().map_err(io_err("read the open-files limit"))?;
@@ -210,8 +233,12 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         limits: Arc::clone(&limits),
         filter: Arc::clone(&filter),
         idle_timeout: config.idle_timeout,
+        tls: tls.clone(),
     })
     .map_err(io_err("start the worker threads"))?;
+    if let Some(tls) = &tls {
+        tls::on_sighup(Arc::clone(tls)).map_err(io_err("watch for SIGHUP"))?;
+    }
     let policy = AcceptPolicy {
         filter: config.filter.clone(),
         limits: Arc::clone(&limits),

@@ -19,6 +19,7 @@ use super::batch::Batch;
 use super::inbox::{Job, Mailbox, WAKER};
 use super::mode::Mode;
 use super::stats::Stats;
+use super::tls::TlsServer;
 use super::worker::{Worker, WorkerSetup};
 
 /// What the pool is built from.
@@ -42,6 +43,8 @@ pub struct PoolConfig {
     pub filter: Arc<Filter>,
     /// `--idle-timeout`; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// TLS for TCP and Unix stream connections.
+    pub tls: Option<Arc<TlsServer>>,
 }
 
 /// The running workers.
@@ -123,6 +126,7 @@ impl ThreadPool {
                 limits: Arc::clone(&config.limits),
                 filter: Arc::clone(&config.filter),
                 idle_timeout: config.idle_timeout,
+                tls: config.tls.clone(),
             })?;
             thread::Builder::new()
                 .name(format!("sockpool-worker-{index}"))

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::message::Proto;
 use crate::net::filter::Refusal;
 
+use super::tls::TlsFailure;
+
 /// Why a message was not handled. The names are the words the summary prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
@@ -65,6 +67,8 @@ pub struct Counters {
     connections_adopted: AtomicU64,
     /// Worker: datagrams the kernel dropped on this worker's UDP sockets.
     udp_kernel_drops: AtomicU64,
+    /// Worker: TLS handshakes that failed, by reason.
+    tls_failures: [AtomicU64; TlsFailure::ALL.len()],
 }
 
 /// Adds `n` to a counter that only the calling thread writes.
@@ -114,6 +118,10 @@ impl Counters {
         bump(&self.connections_adopted, 1);
     }
 
+    pub fn tls_failed(&self, reason: TlsFailure) {
+        bump(&self.tls_failures[reason as usize], 1);
+    }
+
     pub fn udp_kernel_drops(&self, n: u64) {
         bump(&self.udp_kernel_drops, n);
     }
@@ -142,6 +150,7 @@ pub struct Totals {
     pub dropped: [u64; DropReason::ALL.len()],
     pub refused: [u64; Refusal::ALL.len()],
     pub udp_kernel_drops: u64,
+    pub tls_failures: [u64; TlsFailure::ALL.len()],
 }
 
 impl Stats {
@@ -171,6 +180,9 @@ impl Stats {
                 *sum += get(r);
             }
             t.udp_kernel_drops += get(&c.udp_kernel_drops);
+            for (sum, r) in t.tls_failures.iter_mut().zip(&c.tls_failures) {
+                *sum += get(r);
+            }
         }
         t
     }
@@ -205,6 +217,10 @@ impl Totals {
         self.dropped.get(reason as usize).copied().unwrap_or(0)
     }
 
+    pub fn tls_failures_by(&self, reason: TlsFailure) -> u64 {
+        self.tls_failures.get(reason as usize).copied().unwrap_or(0)
+    }
+
     pub fn refused_by(&self, reason: Refusal) -> u64 {
         self.refused.get(reason as usize).copied().unwrap_or(0)
     }
@@ -237,7 +253,23 @@ impl fmt::Display for Totals {
             let sep = if i == 0 { "" } else { ", " };
             write!(f, "{sep}{} {}", reason.as_str(), self.refused_by(*reason))?;
         }
-        write!(f, "), udp_kernel_drops {}", self.udp_kernel_drops)
+        write!(f, "), udp_kernel_drops {}", self.udp_kernel_drops)?;
+        // Only when there were any: a server without TLS writes what it always did.
+        let failures: u64 = self.tls_failures.iter().sum();
+        if failures > 0 {
+            write!(f, ", tls_handshake_failures {failures} (")?;
+            for (i, reason) in TlsFailure::ALL.iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                write!(
+                    f,
+                    "{sep}{} {}",
+                    reason.as_str(),
+                    self.tls_failures_by(*reason)
+                )?;
+            }
+            write!(f, ")")?;
+        }
+        Ok(())
     }
 }
 

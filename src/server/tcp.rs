@@ -100,6 +100,9 @@ pub fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn 
         };
         budget = budget.saturating_sub(n);
         conn.last_active = h.now;
+        if let Some(subject) = conn.transport.take_client_subject() {
+            conn.peer.set_tls_client(subject);
+        }
         if let State::Draining { left } = &mut conn.state {
             *left = left.saturating_sub(n);
         }
@@ -120,7 +123,7 @@ pub fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn 
         // `WouldBlock` is skipped, one syscall in three on an echo round trip (tokio
         // does the same). Not after a hang-up, whose edge has already been seen, nor
         // while draining, where the reads are sized to what is left.
-        if n < want && !conn.hung_up() && !draining {
+        if n < want && !conn.hung_up() && !draining && !conn.transport.wants().read {
             conn.set_read_empty();
             return Turn::Idle;
         }

@@ -14,6 +14,8 @@ use mio::{Interest, Registry, Token};
 
 use crate::message::Proto;
 
+use super::tls::stream::TlsStream;
+
 /// An accepted socket, as the acceptor hands it over.
 #[derive(Debug)]
 pub enum Stream {
@@ -27,6 +29,14 @@ impl Stream {
         match self {
             Stream::Tcp(stream) => crate::net::pending_bytes(stream),
             Stream::Unix(stream) => crate::net::pending_bytes(stream),
+        }
+    }
+
+    fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        match self {
+            Stream::Tcp(stream) => registry.register(stream, token, interest),
+            Stream::Unix(stream) => registry.register(stream, token, interest),
         }
     }
 }
@@ -65,7 +75,9 @@ impl Write for Stream {
 pub enum Transport {
     Tcp(TcpStream),
     Unix(UnixStream),
-
+    /// TLS over TCP or a Unix stream (boxed: rustls's state is large, and plain
+    /// connections should not pay for it).
+    Tls(Box<TlsStream>),
     /// Bytes in memory: `handle_tcp` and the broker are unit-tested over it.
     #[cfg(test)]
     Memory(memory::Memory),
@@ -73,7 +85,8 @@ pub enum Transport {
 
 /// What a transport needs from its socket besides what the application asks for.
 /// Plain sockets need nothing of their own; a TLS handshake wants both directions,
-/// and TLS records it has queued want writing.
+/// TLS records it has queued want writing, and a TLS stream whose end it has seen
+/// (close_notify) wants reading again without a new edge.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Wants {
     pub read: bool,
@@ -89,11 +102,20 @@ impl Transport {
         }
     }
 
+    /// TLS over `stream` with `config`.
+    pub fn tls(config: std::sync::Arc<rustls::ServerConfig>, stream: Stream) -> io::Result<Self> {
+        TlsStream::new(config, stream).map(|tls| Transport::Tls(Box::new(tls)))
+    }
+
     /// What its messages are printed as: TLS over a Unix socket stays `unix`.
     pub fn proto(&self) -> Proto {
         match self {
             Transport::Tcp(_) => Proto::Tcp,
             Transport::Unix(_) => Proto::Unix,
+            Transport::Tls(tls) => match tls.socket_ref() {
+                Stream::Tcp(_) => Proto::Tls,
+                Stream::Unix(_) => Proto::Unix,
+            },
             #[cfg(test)]
             Transport::Memory(_) => Proto::Tcp,
         }
@@ -106,6 +128,7 @@ impl Transport {
         match self {
             Transport::Tcp(stream) => stream.read(buf),
             Transport::Unix(stream) => stream.read(buf),
+            Transport::Tls(tls) => tls.read(buf),
             #[cfg(test)]
             Transport::Memory(memory) => memory.read(buf),
         }
@@ -117,6 +140,7 @@ impl Transport {
         match self {
             Transport::Tcp(stream) => stream.write(buf),
             Transport::Unix(stream) => stream.write(buf),
+            Transport::Tls(tls) => tls.write(buf),
             #[cfg(test)]
             Transport::Memory(memory) => memory.write(buf),
         }
@@ -127,6 +151,10 @@ impl Transport {
     pub fn wants(&self) -> Wants {
         match self {
             Transport::Tcp(_) | Transport::Unix(_) => Wants::default(),
+            Transport::Tls(tls) => Wants {
+                read: tls.is_handshaking() || tls.at_end(),
+                write: tls.wants_write(),
+            },
             #[cfg(test)]
             Transport::Memory(_) => Wants::default(),
         }
@@ -137,8 +165,36 @@ impl Transport {
     pub fn flush(&mut self) -> io::Result<()> {
         match self {
             Transport::Tcp(_) | Transport::Unix(_) => Ok(()),
+            Transport::Tls(tls) => tls.flush(),
             #[cfg(test)]
             Transport::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Whether a TLS handshake is still under way: the application's bytes wait
+    /// in the outbox until it is done.
+    #[inline]
+    pub fn is_handshaking(&self) -> bool {
+        match self {
+            Transport::Tls(tls) => tls.is_handshaking(),
+            _ => false,
+        }
+    }
+
+    /// Once, after a TLS handshake with a client certificate: its subject.
+    #[inline]
+    pub fn take_client_subject(&mut self) -> Option<String> {
+        match self {
+            Transport::Tls(tls) => tls.take_client_subject(),
+            _ => None,
+        }
+    }
+
+    /// Why a TLS handshake failed, if one did.
+    pub fn tls_failure(&self) -> Option<&(super::tls::TlsFailure, String)> {
+        match self {
+            Transport::Tls(tls) => tls.failure(),
+            _ => None,
         }
     }
 
@@ -148,6 +204,7 @@ impl Transport {
         match self {
             Transport::Tcp(stream) => registry.register(stream, token, interest),
             Transport::Unix(stream) => registry.register(stream, token, interest),
+            Transport::Tls(tls) => tls.socket().register(registry, token),
             #[cfg(test)]
             Transport::Memory(_) => Ok(()),
         }
@@ -159,6 +216,7 @@ impl Transport {
         match self {
             Transport::Tcp(stream) => crate::net::pending_bytes(stream),
             Transport::Unix(stream) => crate::net::pending_bytes(stream),
+            Transport::Tls(tls) => tls.pending_bytes(),
             #[cfg(test)]
             Transport::Memory(memory) => Ok(memory.input.len()),
         }

@@ -23,7 +23,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{UdpSocket, UnixDatagram};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::frame::{Decoder, FrameConfig};
 use crate::message::{ConnId, Peer};
@@ -39,6 +39,7 @@ use super::mode::{Actions, Mode};
 use super::ready::ReadyList;
 use super::stats::{Counters, Stats};
 use super::tcp::{Handler, OUTBOX_PAUSE, Turn, handle_tcp};
+use super::tls::{self, TlsFailure, TlsServer};
 use super::transport::{Stream, Transport};
 use super::udp::UdpReader;
 use super::unixgram::UnixgramReader;
@@ -75,6 +76,8 @@ pub struct WorkerSetup {
     pub filter: Arc<Filter>,
     /// `--idle-timeout`; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// TLS for every connection handed over; `None`: plain.
+    pub tls: Option<Arc<TlsServer>>,
 }
 
 /// A worker's datagram sockets and what reading them needs.
@@ -138,6 +141,10 @@ pub struct Worker {
     done: Sender<usize>,
     limits: Arc<ConnLimits>,
     idle: Option<IdleTimers>,
+    tls: Option<Arc<TlsServer>>,
+    /// `--tls-handshake-timeout`: the same lazy heap as `idle`, checked against
+    /// whether the handshake is still under way.
+    handshakes: Option<IdleTimers>,
     /// When the last poll returned: the time every turn of this pass of the loop
     /// stamps as activity and checks idle deadlines against. One clock reading per
     /// pass instead of several per round trip (an echo round trip read the clock
@@ -191,6 +198,11 @@ impl Worker {
             done: setup.done,
             limits: setup.limits,
             idle: setup.idle_timeout.map(IdleTimers::new),
+            handshakes: setup
+                .tls
+                .as_ref()
+                .map(|tls| IdleTimers::new(tls.handshake_timeout())),
+            tls: setup.tls,
             now: Instant::now(),
         })
     }
@@ -207,9 +219,11 @@ impl Worker {
             let timeout = if more {
                 Some(Duration::ZERO)
             } else {
-                self.idle
-                    .as_ref()
-                    .and_then(IdleTimers::next_deadline)
+                let idle = self.idle.as_ref().and_then(IdleTimers::next_deadline);
+                let handshake = self.handshakes.as_ref().and_then(IdleTimers::next_deadline);
+                idle.into_iter()
+                    .chain(handshake)
+                    .min()
                     .map(|at| at.saturating_duration_since(Instant::now()))
             };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
@@ -252,6 +266,7 @@ impl Worker {
             self.broker.send_relayed();
             self.batch.flush();
             self.close_idle();
+            self.close_unfinished_handshakes();
             if self.draining && self.conns.is_empty() && !self.udp.any_readable() {
                 break;
             }
@@ -312,13 +327,24 @@ impl Worker {
     fn adopt(&mut self, stream: Stream, peer: Peer, id: ConnId) {
         self.counters().adopted();
         let key = self.conns.vacant_entry().key();
-        let mut transport = Transport::plain(stream);
-        if let Err(err) = transport.register(self.poll.registry(), Token(key)) {
-            warn!(conn = id, peer = %peer, "cannot watch connection: {}", crate::net::describe(&err));
-            self.counters().closed();
-            self.limits.release_peer(peer.addr().map(|a| a.ip()));
-            return;
-        }
+        let transport = match &self.tls {
+            Some(tls) => Transport::tls(tls.config(), stream),
+            None => Ok(Transport::plain(stream)),
+        };
+        let registered = transport.and_then(|mut transport| {
+            transport
+                .register(self.poll.registry(), Token(key))
+                .map(|()| transport)
+        });
+        let transport = match registered {
+            Ok(transport) => transport,
+            Err(err) => {
+                warn!(conn = id, peer = %peer, "cannot watch connection: {}", crate::net::describe(&err));
+                self.counters().closed();
+                self.limits.release_peer(peer.addr().map(|a| a.ip()));
+                return;
+            }
+        };
         info!(conn = id, peer = %peer, worker = self.index, "connection opened");
         let conn = Conn::new(id, transport, peer.clone(), Decoder::new(&self.frame));
         let opened = conn.opened;
@@ -331,6 +357,18 @@ impl Worker {
                 idle.rebuild(self.conns.iter().map(|(k, c)| (k, c.id, c.last_active)));
             } else {
                 idle.schedule(key, id, opened);
+            }
+        }
+        if let Some(handshakes) = self.handshakes.as_mut() {
+            if handshakes.needs_compaction(self.conns.len()) {
+                handshakes.rebuild(
+                    self.conns
+                        .iter()
+                        .filter(|(_, c)| c.transport.is_handshaking())
+                        .map(|(k, c)| (k, c.id, c.opened)),
+                );
+            } else {
+                handshakes.schedule(key, id, opened);
             }
         }
         self.broker.announce(
@@ -467,6 +505,26 @@ impl Worker {
         self.close_doomed();
     }
 
+    /// `--tls-handshake-timeout`: closes the connections whose handshake is due and
+    /// still under way.
+    fn close_unfinished_handshakes(&mut self) {
+        let Some(handshakes) = self.handshakes.as_mut() else {
+            return;
+        };
+        if self.draining {
+            return;
+        }
+        while let Some((key, id)) = handshakes.pop_due(self.now) {
+            if let Some(conn) = self.conns.get(key).filter(|c| c.id == id)
+                && conn.transport.is_handshaking()
+            {
+                self.doomed
+                    .push((key, CloseReason::HandshakeTimeout(handshakes.timeout)));
+            }
+        }
+        self.close_doomed();
+    }
+
     fn close_doomed(&mut self) {
         while let Some((key, reason)) = self.doomed.pop() {
             self.close(key, reason);
@@ -479,7 +537,15 @@ impl Worker {
         };
         // Free its place first: a client told of the close may connect again at once.
         self.limits.release_peer(conn.peer.addr().map(|a| a.ip()));
-        if let CloseReason::SlowReceiver(_) = reason {
+        let failed = match &reason {
+            CloseReason::HandshakeTimeout(_) => Some((TlsFailure::Timeout, reason.to_string())),
+            _ => conn.transport.tls_failure().cloned(),
+        };
+        if let Some((failure, detail)) = failed {
+            self.counters().tls_failed(failure);
+            tls::warn_failure(&conn.peer, failure, &detail);
+            debug!(conn = conn.id, peer = %conn.peer, "connection closed: {reason}");
+        } else if let CloseReason::SlowReceiver(_) = reason {
             warn!(conn = conn.id, peer = %conn.peer, "connection closed: {reason}");
         } else {
             info!(
