@@ -474,3 +474,59 @@ fn the_client_says_why_verification_failed() {
     );
     assert!(server.line().ends_with(" anyway"));
 }
+
+#[test]
+fn a_never_reading_tls_echo_client_keeps_server_memory_bounded() {
+    use std::os::fd::AsRawFd;
+    use std::time::Instant;
+
+    let pki = Pki::new("unread");
+    let server = tls_server(&pki, &["--mode", "echo", "-q"]);
+    let stream = handshake(client_config(&pki.path("ca.pem"), None), tcp(&server)).unwrap();
+    let StreamOwned { mut conn, sock } = stream;
+    let mut sock = sock;
+    sock.set_nonblocking(true).unwrap();
+    let chunk = [b'e'; 1023]
+        .iter()
+        .copied()
+        .chain([b'\n'])
+        .collect::<Vec<u8>>()
+        .repeat(64);
+    let mut sent = 0usize;
+    let stop = Instant::now() + std::time::Duration::from_secs(60);
+    // Write until the server stops reading: the socket stays full for a second.
+    loop {
+        if !conn.wants_write() {
+            sent += conn.writer().write(&chunk).unwrap();
+        }
+        match conn.write_tls(&mut sock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let until = Instant::now() + std::time::Duration::from_secs(1);
+                if !support::poll_fd(sock.as_raw_fd(), libc::POLLOUT, until) {
+                    break;
+                }
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+        assert!(
+            Instant::now() < stop,
+            "the server kept reading: {sent} bytes sent"
+        );
+        assert!(
+            sent < 512 << 20,
+            "the server kept reading: {sent} bytes sent"
+        );
+    }
+    let (rss, _) = server.memory();
+    assert!(
+        rss < 64 << 20,
+        "server RSS {rss} bytes after {sent} bytes unread"
+    );
+    // Another client is still served.
+    let mut other = handshake(client_config(&pki.path("ca.pem"), None), tcp(&server)).unwrap();
+    other.write_all(b"still here\n").unwrap();
+    let mut reply = [0u8; 11];
+    other.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"still here\n");
+}
