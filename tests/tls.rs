@@ -530,3 +530,34 @@ fn a_never_reading_tls_echo_client_keeps_server_memory_bounded() {
     other.read_exact(&mut reply).unwrap();
     assert_eq!(&reply, b"still here\n");
 }
+
+#[test]
+fn the_bench_speaks_tls() {
+    let pki = Pki::new("bench");
+    let mut server = tls_server(&pki, &["--mode", "echo", "-q"]);
+    let ca = pki.path("ca.pem");
+    let target = format!("localhost:{}", server.tcp_addr().port());
+    let out = Client::run(
+        &[
+            "bench",
+            "--tls",
+            "--tls-ca",
+            s(&ca),
+            "-s",
+            &target,
+            "--connections",
+            "3",
+            "--messages",
+            "3000",
+            "--echo",
+            "--json",
+        ],
+        b"",
+    );
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let last: serde_json::Value = serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["received"], 3000, "{last}");
+    let (_, stderr) = server.finish();
+    let summary = summary(&stderr);
+    assert_eq!(summary_count(summary, "tls"), 3000, "{summary}");
+}

@@ -551,7 +551,7 @@ impl Load {
                 if conn.state != State::Connecting {
                     continue;
                 }
-                let Sock::Tcp(stream) = &conn.sock else {
+                let Sock::Tcp(stream) = &mut conn.sock else {
                     continue;
                 };
                 let outcome = match stream.take_error() {
@@ -581,6 +581,7 @@ impl Load {
         let echo = self.config.echo;
         let frame = self.config.frame;
         let target = self.target.clone();
+        let tls = self.config.tls.clone();
         let registry = self.poll.registry();
         let Some(conn) = self.conns.get_mut(i) else {
             return false;
@@ -601,7 +602,7 @@ impl Load {
                 Ok(Sock::Udp(socket))
             })
         } else {
-            BenchStream::connect(&target).and_then(|mut stream| {
+            BenchStream::connect(&target, tls.as_ref()).and_then(|mut stream| {
                 registry.register(
                     &mut stream,
                     Token(i),
@@ -899,7 +900,7 @@ impl Load {
             let conn = &self.conns[i];
             if conn.state == State::Closing {
                 if !conn.shut {
-                    if let Sock::Tcp(stream) = &conn.sock {
+                    if let Sock::Tcp(stream) = &mut self.conns[i].sock {
                         let _ = stream.shutdown_write();
                     }
                     self.conns[i].shut = true;

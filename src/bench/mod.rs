@@ -60,6 +60,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// How long a reply (and, at the end, the server's close) is awaited.
     pub timeout: Duration,
+    /// `--tls`: connections speak TLS (made in [`run`] from the options).
+    pub tls_options: Option<crate::client::tls::TlsOptions>,
+    pub tls: Option<stream::BenchTls>,
     pub frame: FrameConfig,
 }
 
@@ -80,7 +83,24 @@ pub enum BenchError {
 const SPARE_FDS: u64 = 64;
 
 /// Runs the benchmark and prints its report (stdout) and progress (stderr).
-pub fn run(config: Config) -> Result<(), BenchError> {
+pub fn run(mut config: Config) -> Result<(), BenchError> {
+    if let Some(options) = &config.tls_options {
+        let fail = |why: String| {
+            BenchError::Net(NetError::Connect {
+                addr: config.server.clone(),
+                source: io::Error::other(why),
+            })
+        };
+        let client = crate::client::tls::client_config(options).map_err(fail)?;
+        let name = crate::client::tls::server_name(options, &config.server).map_err(fail)?;
+        if options.insecure {
+            eprintln!("warning: --tls-insecure: the server's certificate is not verified");
+        }
+        config.tls = Some(stream::BenchTls {
+            config: client,
+            name,
+        });
+    }
     let target = match crate::net::unix::UnixPath::parse(&config.server) {
         Some(Ok(unix)) if unix.kind == UnixKind::Stream && !config.udp => Target::Unix(unix.path),
         Some(Ok(_)) => {
@@ -304,6 +324,8 @@ mod tests {
             threads: 2,
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
+            tls_options: None,
+            tls: None,
             frame: FrameConfig::default(),
         })
     }

@@ -63,6 +63,17 @@ pub struct ClientArgs {
           env = "SOCKPOOL_DELIMITER")]
     pub delimiter: u8,
 
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    /// The messages to send.
+    #[arg(value_name = "MESSAGE")]
+    pub messages: Vec<OsString>,
+}
+
+/// `--tls` and its companions, for sending and for `bench`.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
     /// Speak TLS, verifying the server against the system's roots (or --tls-ca).
     #[arg(long, conflicts_with = "udp", env = "SOCKPOOL_TLS")]
     pub tls: bool,
@@ -92,10 +103,18 @@ pub struct ClientArgs {
     /// stderr.
     #[arg(long, requires = "tls", env = "SOCKPOOL_TLS_INSECURE")]
     pub tls_insecure: bool,
+}
 
-    /// The messages to send.
-    #[arg(value_name = "MESSAGE")]
-    pub messages: Vec<OsString>,
+impl TlsArgs {
+    pub fn into_options(self) -> Option<TlsOptions> {
+        self.tls.then_some(TlsOptions {
+            ca: self.tls_ca,
+            server_name: self.tls_server_name,
+            cert: self.tls_cert,
+            key: self.tls_key,
+            insecure: self.tls_insecure,
+        })
+    }
 }
 
 /// Subcommands.
@@ -125,6 +144,9 @@ pub struct Target {
 pub struct BenchArgs {
     #[command(flatten)]
     pub target: Target,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Connections (UDP: sockets) to open, spread over --threads event loops.
     #[arg(short, long, value_name = "N", default_value_t = 10,
@@ -215,6 +237,8 @@ impl BenchArgs {
             threads: self.threads.map_or(cores.min(2), |t| t as usize),
             connect_timeout: self.connect_timeout,
             timeout: self.timeout,
+            tls_options: self.tls.into_options(),
+            tls: None,
             frame: FrameConfig {
                 framing: self.framing,
                 delimiter: self.delimiter,
@@ -249,13 +273,7 @@ impl ClientArgs {
                 delimiter: self.delimiter,
                 ..FrameConfig::default()
             },
-            tls: self.tls.then_some(TlsOptions {
-                ca: self.tls_ca,
-                server_name: self.tls_server_name,
-                cert: self.tls_cert,
-                key: self.tls_key,
-                insecure: self.tls_insecure,
-            }),
+            tls: self.tls.into_options(),
         }
     }
 }

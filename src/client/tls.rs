@@ -152,15 +152,32 @@ impl TlsLink {
         Ok(out)
     }
 
-    /// close_notify, then the end of our side of the stream.
+    /// close_notify, then the end of our side of the stream. The server closes
+    /// as soon as it has handled `!Disconnect`, which may be before these reach
+    /// it: a connection it has already closed is not an error here.
     pub fn shutdown_write(&mut self) -> io::Result<()> {
         let records = {
             let mut conn = self.lock();
             conn.send_close_notify();
             Self::records(&mut conn)?
         };
-        self.sock.write_all(&records)?;
-        self.sock.shutdown_write()
+        let sent = self
+            .sock
+            .write_all(&records)
+            .and_then(|()| self.sock.shutdown_write());
+        match sent {
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::NotConnected
+                        | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
     }
 }
 
