@@ -592,7 +592,7 @@ async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
                 match shared.mode {
                     Mode::Print => {
                         let peer = match &last_peer {
-                            Some(p) if p.addr() == from => p,
+                            Some(p) if p.addr() == Some(from) => p,
                             _ => last_peer.insert(Peer::new(from)),
                         };
                         let message = Message {

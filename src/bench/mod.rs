@@ -13,6 +13,7 @@ mod load;
 pub mod pace;
 pub mod payload;
 pub mod report;
+pub mod stream;
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::frame::FrameConfig;
+use crate::net::unix::UnixKind;
 use crate::net::{self, NetError};
 
 pub use load::{Counts, ErrorKind};
@@ -29,6 +31,7 @@ pub use load::{Counts, ErrorKind};
 use self::histogram::Latency;
 use self::load::{Event, Plan, Progress};
 use self::report::{Interval, Report, Reporter};
+use self::stream::Target;
 
 /// When the run stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +61,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// How long a reply (and, at the end, the server's close) is awaited.
     pub timeout: Duration,
+    /// `--tls`: connections speak TLS (made in [`run`] from the options).
+    pub tls_options: Option<crate::client::tls::TlsOptions>,
+    pub tls: Option<stream::BenchTls>,
     pub frame: FrameConfig,
     /// Where to write the latency distribution in HdrHistogram's text format.
     pub hgrm: Option<PathBuf>,
@@ -82,8 +88,40 @@ pub enum BenchError {
 const SPARE_FDS: u64 = 64;
 
 /// Runs the benchmark and prints its report (stdout) and progress (stderr).
-pub fn run(config: Config) -> Result<(), BenchError> {
-    let target = first_address(&config.server)?;
+pub fn run(mut config: Config) -> Result<(), BenchError> {
+    if let Some(options) = &config.tls_options {
+        let fail = |why: String| {
+            BenchError::Net(NetError::Connect {
+                addr: config.server.clone(),
+                source: io::Error::other(why),
+            })
+        };
+        let client = crate::client::tls::client_config(options).map_err(fail)?;
+        let name = crate::client::tls::server_name(options, &config.server).map_err(fail)?;
+        if options.insecure {
+            eprintln!("warning: --tls-insecure: the server's certificate is not verified");
+        }
+        config.tls = Some(stream::BenchTls {
+            config: client,
+            name,
+        });
+    }
+    let target = match crate::net::unix::UnixPath::parse(&config.server) {
+        Some(Ok(unix)) if unix.kind == UnixKind::Stream && !config.udp => Target::Unix(unix.path),
+        Some(Ok(_)) => {
+            return Err(BenchError::Net(NetError::Connect {
+                addr: config.server.clone(),
+                source: io::Error::other("bench takes unix:PATH (a stream socket) without -u"),
+            }));
+        }
+        Some(Err(why)) => {
+            return Err(BenchError::Net(NetError::Connect {
+                addr: config.server.clone(),
+                source: io::Error::other(why),
+            }));
+        }
+        None => Target::Ip(first_address(&config.server)?),
+    };
     // 10,000 connections need 10,000 descriptors.
     let limit = crate::net::fdlimit::raise_nofile().unwrap_or(1024);
     let needed = config.connections as u64 + SPARE_FDS;
@@ -100,7 +138,7 @@ pub fn run(config: Config) -> Result<(), BenchError> {
     let mut starts = Vec::new();
     let mut handles = Vec::new();
     for thread in 0..threads {
-        let plan = plan(&config, thread, threads, target);
+        let plan = plan(&config, thread, threads, target.clone());
         let (start_tx, start) = crossbeam_channel::bounded(1);
         starts.push(start_tx);
         let (progress, events_tx) = (Arc::clone(&progress), events_tx.clone());
@@ -222,7 +260,7 @@ pub fn run(config: Config) -> Result<(), BenchError> {
 /// Thread `thread`'s share: connections `c` with `c % threads == thread`, and with
 /// `--messages M` each connection's part of `M` (the first `M % connections`
 /// connections send one more).
-fn plan(config: &Arc<Config>, thread: usize, threads: usize, target: SocketAddr) -> Plan {
+fn plan(config: &Arc<Config>, thread: usize, threads: usize, target: Target) -> Plan {
     let n = config.connections as u64;
     let ids: Vec<u32> = (thread..config.connections)
         .step_by(threads)
@@ -280,6 +318,8 @@ mod tests {
             threads: 2,
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
+            tls_options: None,
+            tls: None,
             frame: FrameConfig::default(),
             hgrm: None,
         })
@@ -287,13 +327,13 @@ mod tests {
 
     #[test]
     fn messages_are_shared_out_exactly() {
-        let target: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let target = Target::Ip("127.0.0.1:1".parse().unwrap());
         for (conns, m, threads) in [(10, 5000, 2), (3, 10, 2), (7, 5, 3), (1, 1, 1)] {
             let c = config(conns, Stop::Messages(m));
             let mut total = 0;
             let mut seen = Vec::new();
             for t in 0..threads {
-                let p = plan(&c, t, threads, target);
+                let p = plan(&c, t, threads, target.clone());
                 total += p.quotas.iter().sum::<u64>();
                 seen.extend(p.ids);
             }

@@ -11,6 +11,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use super::generate::Generate;
 use super::{boolish, host_port, parse_delimiter, parse_secs};
 use crate::bench::{self, Stop, payload};
+use crate::client::tls::TlsOptions;
 use crate::client::{Config, Source};
 use crate::frame::{FrameConfig, Framing};
 
@@ -63,6 +64,9 @@ pub struct ClientArgs {
           env = "SOCKPOOL_DELIMITER")]
     pub delimiter: u8,
 
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     /// The messages to send.
     #[arg(value_name = "MESSAGE")]
     pub messages: Vec<OsString>,
@@ -71,6 +75,52 @@ pub struct ClientArgs {
     /// and exit (other flags are ignored).
     #[arg(long, value_enum, value_name = "KIND")]
     pub generate: Option<Generate>,
+}
+
+/// `--tls` and its companions, for sending and for `bench`.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Speak TLS, verifying the server against the system's roots (or --tls-ca).
+    #[arg(long, conflicts_with = "udp", env = "SOCKPOOL_TLS")]
+    pub tls: bool,
+
+    /// TLS: trust the CA certificates in this PEM file instead of the system's.
+    #[arg(long, value_name = "PATH", requires = "tls", env = "SOCKPOOL_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// TLS: the name the server's certificate must carry [default: the host of -s].
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "tls",
+        env = "SOCKPOOL_TLS_SERVER_NAME"
+    )]
+    pub tls_server_name: Option<String>,
+
+    /// TLS: a client certificate (PEM chain), for servers that ask for one.
+    #[arg(long, value_name = "PATH", requires_all = ["tls", "tls_key"], env = "SOCKPOOL_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS: the key of --tls-cert (PEM).
+    #[arg(long, value_name = "PATH", requires_all = ["tls", "tls_cert"], env = "SOCKPOOL_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// TLS: accept any server certificate (self-signed test servers); says so on
+    /// stderr.
+    #[arg(long, requires = "tls", env = "SOCKPOOL_TLS_INSECURE")]
+    pub tls_insecure: bool,
+}
+
+impl TlsArgs {
+    pub fn into_options(self) -> Option<TlsOptions> {
+        self.tls.then_some(TlsOptions {
+            ca: self.tls_ca,
+            server_name: self.tls_server_name,
+            cert: self.tls_cert,
+            key: self.tls_key,
+            insecure: self.tls_insecure,
+        })
+    }
 }
 
 /// Subcommands.
@@ -102,6 +152,9 @@ pub struct Target {
 pub struct BenchArgs {
     #[command(flatten)]
     pub target: Target,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Connections (UDP: sockets) to open, spread over --threads event loops.
     #[arg(short, long, value_name = "N", default_value_t = 10,
@@ -197,6 +250,8 @@ impl BenchArgs {
             threads: self.threads.map_or(cores.min(2), |t| t as usize),
             connect_timeout: self.connect_timeout,
             timeout: self.timeout,
+            tls_options: self.tls.into_options(),
+            tls: None,
             frame: FrameConfig {
                 framing: self.framing,
                 delimiter: self.delimiter,
@@ -274,6 +329,7 @@ impl ClientArgs {
                 delimiter: self.delimiter,
                 ..FrameConfig::default()
             },
+            tls: self.tls.into_options(),
         }
     }
 }

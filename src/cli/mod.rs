@@ -91,6 +91,30 @@ pub fn parse_count(value: &str) -> Result<u8, String> {
     }
 }
 
+/// A `--listen` address: IP and port, or a Unix socket's path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// The addresses of `HOST:PORT` (a host name stands for all of them).
+    Ip(Vec<SocketAddr>),
+    Unix(crate::net::unix::UnixPath),
+}
+
+/// `HOST:PORT`, `[v6]:PORT`, `unix:PATH` or `unixgram:PATH`.
+pub fn parse_listen_addr(value: &str) -> Result<ListenAddr, String> {
+    match crate::net::unix::UnixPath::parse(value) {
+        Some(unix) => unix.map(ListenAddr::Unix),
+        None => parse_listen(value).map(|resolved| ListenAddr::Ip(resolved.0)),
+    }
+}
+
+/// File permissions in octal: `0660`, `660`.
+pub fn parse_mode(value: &str) -> Result<u32, String> {
+    u32::from_str_radix(value, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o7777)
+        .ok_or_else(|| format!("'{value}' is not an octal file mode, e.g. 0660"))
+}
+
 /// A delimiter byte: one character (`;`), an escape (`\n`, `\0`, `\t`, `\r`) or hex
 /// (`0x1e`).
 pub fn parse_delimiter(value: &str) -> Result<u8, String> {

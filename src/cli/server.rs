@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
@@ -10,13 +11,15 @@ use ipnet::IpNet;
 
 use super::generate::Generate;
 use super::{
-    Resolved, boolish, parse_addr, parse_count, parse_delimiter, parse_listen, parse_secs,
+    ListenAddr, boolish, parse_addr, parse_count, parse_delimiter, parse_listen_addr, parse_mode,
+    parse_secs,
 };
 use crate::frame::{FrameConfig, Framing, Oversize};
 use crate::net::filter::{Filter, parse_cidr};
 use crate::output::{Format, Target};
 use crate::server::Config;
 use crate::server::mode::Mode;
+use crate::server::tls::TlsSettings;
 
 /// A TCP + UDP message server: prints, echoes or relays what clients send, served by
 /// a fixed pool of event-loop worker threads.
@@ -30,9 +33,15 @@ pub struct ServerArgs {
     /// Address to listen on for TCP and UDP; repeatable. `127.0.0.1:8080`,
     /// `[::1]:8080`, `[::]:8080` (dual-stack), `HOST:PORT` (all its addresses); port 0
     /// picks a free port.
+    /// `unix:PATH` is a Unix stream socket, `unixgram:PATH` a Unix datagram socket.
     #[arg(short, long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080",
-          value_parser = parse_listen, value_delimiter = ',', env = "SOCKPOOL_LISTEN")]
-    pub listen: Vec<Resolved>,
+          value_parser = parse_listen_addr, value_delimiter = ',', env = "SOCKPOOL_LISTEN")]
+    pub listen: Vec<ListenAddr>,
+
+    /// Permissions of the Unix socket files the server creates, in octal.
+    #[arg(long, value_name = "OCTAL", default_value = "0660", value_parser = parse_mode,
+          env = "SOCKPOOL_UNIX_MODE")]
+    pub unix_mode: u32,
 
     /// Serve TCP only.
     #[arg(long, conflicts_with = "udp_only", env = "SOCKPOOL_TCP_ONLY", value_parser = boolish())]
@@ -153,6 +162,39 @@ pub struct ServerArgs {
           requires = "proxy_protocol", env = "SOCKPOOL_PROXY_FROM")]
     pub proxy_from: Vec<IpNet>,
 
+    /// TLS: the server's certificate chain (PEM, the server's certificate first).
+    /// TCP and Unix stream connections then speak TLS.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "tls_key",
+        env = "SOCKPOOL_TLS_CERT"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS: the private key for --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "tls_cert",
+        env = "SOCKPOOL_TLS_KEY"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: require a client certificate signed by a CA in this PEM file.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "tls_cert",
+        env = "SOCKPOOL_TLS_CLIENT_CA"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Close a connection whose TLS handshake is not done after this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs,
+          env = "SOCKPOOL_TLS_HANDSHAKE_TIMEOUT")]
+    pub tls_handshake_timeout: Duration,
+
     /// Fewer diagnostics: -q warnings only, -qq errors only.
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose",
           env = "SOCKPOOL_QUIET", value_parser = parse_count)]
@@ -172,8 +214,17 @@ pub struct ServerArgs {
 impl ServerArgs {
     pub fn into_config(self) -> Config {
         let defaults = Config::default();
+        let (mut listen, mut unix) = (Vec::new(), Vec::new());
+        for addr in self.listen {
+            match addr {
+                ListenAddr::Ip(addrs) => listen.extend(addrs),
+                ListenAddr::Unix(path) => unix.push(path),
+            }
+        }
         Config {
-            listen: self.listen.into_iter().flat_map(|r| r.0).collect(),
+            listen,
+            unix,
+            unix_mode: self.unix_mode,
             tcp: !self.udp_only,
             udp: !self.tcp_only,
             workers: self.workers.map_or(defaults.workers, NonZeroUsize::get),
@@ -201,6 +252,15 @@ impl ServerArgs {
             proxy_from: self
                 .proxy_protocol
                 .then(|| Filter::new(self.proxy_from, Vec::new())),
+            tls: match (self.tls_cert, self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsSettings {
+                    cert,
+                    key,
+                    client_ca: self.tls_client_ca,
+                    handshake_timeout: self.tls_handshake_timeout,
+                }),
+                _ => None,
+            },
         }
     }
 }

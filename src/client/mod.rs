@@ -2,7 +2,9 @@
 //! server's replies as they arrive, and ends the session cleanly with `!Disconnect`.
 
 pub mod interactive;
+pub mod link;
 pub mod session;
+pub mod tls;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read};
@@ -34,6 +36,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub wait: Duration,
     pub frame: FrameConfig,
+    /// `--tls` and its companions; `None`: plain.
+    pub tls: Option<self::tls::TlsOptions>,
 }
 
 /// Why the client stopped early.
@@ -58,6 +62,9 @@ pub enum ClientError {
 /// Sends every message, then ends the session. With no message and a terminal on
 /// standard input and output, the session is interactive.
 pub fn run(config: Config) -> Result<(), ClientError> {
+    if config.tls.as_ref().is_some_and(|tls| tls.insecure) {
+        eprintln!("warning: --tls-insecure: the server's certificate is not verified");
+    }
     if matches!(config.source, Source::Stdin)
         && io::stdin().is_terminal()
         && io::stdout().is_terminal()

@@ -160,9 +160,9 @@ impl ConnLimits {
         Ok(())
     }
 
-    /// A connection whose client is not known yet (`--proxy-protocol`, before its
-    /// header): counted against `--max-connections` only, until
-    /// [`ConnLimits::admit_client`] names its address.
+    /// A connection whose client address is not known: a Unix stream (it has none),
+    /// or `--proxy-protocol` before its header. Counted against `--max-connections`
+    /// only, until [`ConnLimits::admit_client`] names its address.
     pub fn admit_unnamed(&self) -> Result<(), Refusal> {
         if self.open.load(Ordering::Acquire) >= self.max_connections {
             return Err(Refusal::MaxConnections);
@@ -192,6 +192,14 @@ impl ConnLimits {
         let _ = self
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// A connection admitted from `ip` (`None`: one with no IP address) has closed.
+    pub fn release_peer(&self, ip: Option<IpAddr>) {
+        match ip {
+            Some(ip) => self.release(ip),
+            None => self.release_unnamed(),
+        }
     }
 
     /// A connection admitted from `ip` has closed.

@@ -38,8 +38,7 @@ pub struct Listeners {
 impl Listeners {
     /// The sockets passed by socket activation, as listeners, each announced by its
     /// `listening …` line. A passed UDP socket is one socket, so one worker reads
-    /// it. Returns the sockets this kind of listener cannot hold (Unix ones), for
-    /// the caller to serve or refuse.
+    /// it. Returns the Unix sockets, announced too, for `net::unix` to make ready.
     pub fn from_activated(
         sockets: Vec<Activated>,
         mut announce: impl FnMut(&str),
@@ -57,7 +56,10 @@ impl Listeners {
                     announce(&line);
                     out.udp.push(vec![socket]);
                 }
-                unix @ Activated::Unix { .. } => rest.push(unix),
+                unix @ Activated::Unix { .. } => {
+                    announce(&line);
+                    rest.push(unix);
+                }
             }
         }
         (out, rest)

@@ -12,6 +12,7 @@ pub mod listen;
 pub mod mmsg;
 pub mod proxy;
 pub mod sys;
+pub mod unix;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

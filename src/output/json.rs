@@ -22,6 +22,10 @@ pub fn write_line(message: &Message<'_>, clock: &mut Clock, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"conn\":");
         out.extend_from_slice(itoa::Buffer::new().format(conn).as_bytes());
     }
+    if let Some(subject) = message.peer.tls_client() {
+        out.extend_from_slice(b",\"tls_client\":");
+        let _ = serde_json::to_writer(&mut *out, subject);
+    }
     match std::str::from_utf8(message.bytes) {
         Ok(text) => {
             out.extend_from_slice(b",\"msg\":\"");

@@ -6,7 +6,7 @@ use std::io;
 use std::time::Instant;
 
 use crate::frame::Decoder;
-use crate::message::{ConnId, Peer};
+use crate::message::{ConnId, Peer, Proto};
 
 use super::proxied::AwaitingHeader;
 use super::transport::Transport;
@@ -21,6 +21,8 @@ pub struct Conn {
     pub id: ConnId,
     pub transport: Transport,
     pub peer: Peer,
+    /// What its messages are printed as (`tcp`, `unix`, `tls`).
+    pub proto: Proto,
     pub decoder: Decoder,
     /// Where the connection is in its life; the only scheduling state besides the
     /// kernel's readiness below and the worker's ready list.
@@ -83,6 +85,8 @@ pub enum CloseReason {
     SlowReceiver(usize),
     /// Nothing was read from it or written to it for `--idle-timeout`.
     Idle(std::time::Duration),
+    /// A TLS handshake was not finished within `--tls-handshake-timeout`.
+    HandshakeTimeout(std::time::Duration),
     /// A read or write failed (reset, timeout …).
     Error(io::Error),
 }
@@ -98,6 +102,11 @@ impl std::fmt::Display for CloseReason {
                 write!(f, "cut off: not reading ({pending} bytes waiting)")
             }
             CloseReason::Idle(timeout) => write!(f, "idle for {}s", timeout.as_secs_f64()),
+            CloseReason::HandshakeTimeout(timeout) => write!(
+                f,
+                "TLS handshake not finished within {}s",
+                timeout.as_secs_f64()
+            ),
             CloseReason::Error(err) => f.write_str(&crate::net::describe(err)),
         }
     }
@@ -108,6 +117,7 @@ impl Conn {
         let now = Instant::now();
         Conn {
             id,
+            proto: transport.proto(),
             transport,
             peer,
             decoder,
@@ -139,10 +149,15 @@ impl Conn {
         Ok(n)
     }
 
-    /// The PROXY header is complete: `rest` followed it and is read first.
-    pub fn header_done(&mut self, rest: Vec<u8>) {
+    /// The PROXY header is complete: `rest` followed it. Under TLS it is the start
+    /// of the handshake, handed to rustls; otherwise it is read first.
+    pub fn header_done(&mut self, rest: Vec<u8>) -> io::Result<()> {
         self.header = None;
+        if let Transport::Tls(tls) = &mut self.transport {
+            return tls.feed(&rest);
+        }
         self.preread = rest;
+        Ok(())
     }
 
     /// Whether bytes that followed the PROXY header are still to be read: a read of
@@ -226,7 +241,8 @@ impl Conn {
     /// loop's time) becomes the last activity when something was written.
     pub fn write_outbox(&mut self, now: Instant) -> io::Result<()> {
         let before = self.sent;
-        while self.writable && self.sent < self.outbox.len() {
+        // Replies and relayed messages wait for a TLS handshake to finish.
+        while self.writable && self.sent < self.outbox.len() && !self.transport.is_handshaking() {
             match self
                 .transport
                 .write(self.outbox.get(self.sent..).unwrap_or_default())

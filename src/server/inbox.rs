@@ -2,23 +2,23 @@
 //! of its event loop (memcached's `notify_worker`). The acceptor, the other workers
 //! and shutdown all post here; none of them sees the worker's internals.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
-use mio::net::TcpStream;
 use mio::{Token, Waker};
 
-use crate::message::ConnId;
+use crate::message::{ConnId, Peer};
+
+use super::transport::Stream;
 
 /// The one list of reasons a worker wakes up besides socket readiness.
 #[derive(Debug)]
 pub enum Job {
     /// A connection the acceptor took: from now on this worker serves it.
     Accept {
-        stream: TcpStream,
-        peer: SocketAddr,
+        stream: Stream,
+        peer: Peer,
         id: ConnId,
     },
     /// Framed bytes relayed by another worker's client (broker, chat): written to

@@ -19,10 +19,12 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{debug, warn};
 
+use crate::message::Proto;
 use crate::net::filter::{ConnLimits, Refusal};
 use crate::net::{NetError, bind, listen, stream_socket};
 
 use super::stats::{DropReason, Stats};
+use super::tls::TlsFailure;
 
 /// The longest request (request line and headers) read before answering 431.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -115,14 +117,23 @@ pub fn render(stats: &Stats, limits: &ConnLimits) -> String {
         "Messages received and handled, by protocol.",
         &labelled(
             "proto",
-            vec![("tcp", t.messages[0]), ("udp", t.messages[1])],
+            Proto::ALL
+                .iter()
+                .map(|p| (p.as_str(), t.messages[*p as usize]))
+                .collect(),
         ),
     );
     family(
         "sockpool_bytes_received_total",
         "counter",
         "Bytes received, by protocol.",
-        &labelled("proto", vec![("tcp", t.bytes[0]), ("udp", t.bytes[1])]),
+        &labelled(
+            "proto",
+            Proto::ALL
+                .iter()
+                .map(|p| (p.as_str(), t.bytes[*p as usize]))
+                .collect(),
+        ),
     );
     family(
         "sockpool_messages_dropped_total",
@@ -141,6 +152,18 @@ pub fn render(stats: &Stats, limits: &ConnLimits) -> String {
         "counter",
         "UDP datagrams the kernel dropped for want of socket buffer room (SO_RXQ_OVFL).",
         &one(t.udp_kernel_drops),
+    );
+    family(
+        "sockpool_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed, by reason.",
+        &labelled(
+            "reason",
+            TlsFailure::ALL
+                .iter()
+                .map(|r| (r.as_str(), t.tls_failures_by(*r)))
+                .collect(),
+        ),
     );
     let per_worker: Vec<(String, u64)> = stats
         .workers
@@ -516,6 +539,7 @@ mod tests {
             "sockpool_bytes_received_total",
             "sockpool_messages_dropped_total",
             "sockpool_udp_kernel_drops_total",
+            "sockpool_tls_handshake_failures_total",
             "sockpool_worker_connections",
             "sockpool_max_connections",
             "sockpool_output_errors_total",

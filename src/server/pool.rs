@@ -19,6 +19,7 @@ use super::batch::Batch;
 use super::inbox::{Job, Mailbox, WAKER};
 use super::mode::Mode;
 use super::stats::Stats;
+use super::tls::TlsServer;
 use super::worker::{Worker, WorkerSetup};
 
 /// What the pool is built from.
@@ -27,6 +28,8 @@ pub struct PoolConfig {
     pub workers: usize,
     /// Per listen address, one UDP socket per worker.
     pub udp: Vec<Vec<UdpSocket>>,
+    /// Unix datagram sockets: socket `j` is read by worker `j % workers`.
+    pub unixgram: Vec<std::os::unix::net::UnixDatagram>,
     pub frame: FrameConfig,
     pub mode: Mode,
     pub format: Format,
@@ -44,6 +47,8 @@ pub struct PoolConfig {
     pub idle_timeout: Option<Duration>,
     /// `--proxy-protocol`: connections start with a PROXY header.
     pub proxy_protocol: bool,
+    /// TLS for TCP and Unix stream connections.
+    pub tls: Option<Arc<TlsServer>>,
 }
 
 /// The running workers.
@@ -99,6 +104,12 @@ impl ThreadPool {
             mailboxes.push(Mailbox::new(inbox, waker));
         }
         let mailboxes: Arc<[Mailbox]> = mailboxes.into();
+        let mut unixgram_of: Vec<Vec<_>> = (0..size).map(|_| Vec::new()).collect();
+        for (j, socket) in config.unixgram.drain(..).enumerate() {
+            if let Some(sockets) = unixgram_of.get_mut(j % size) {
+                sockets.push(socket);
+            }
+        }
         for (index, ((poll, inbox), sink_handle)) in
             polls.into_iter().zip(inboxes).zip(sink_handles).enumerate()
         {
@@ -107,12 +118,17 @@ impl ThreadPool {
                 .iter_mut()
                 .filter_map(|sockets| (!sockets.is_empty()).then(|| sockets.remove(0)))
                 .collect();
+            let unixgram = unixgram_of
+                .get_mut(index)
+                .map(std::mem::take)
+                .unwrap_or_default();
             let worker = Worker::new(WorkerSetup {
                 index,
                 poll,
                 inbox,
                 mailboxes: Arc::clone(&mailboxes),
                 udp,
+                unixgram,
                 batch: Batch::new(sink_handle, config.format),
                 stats: Arc::clone(&config.stats),
                 frame: config.frame,
@@ -123,6 +139,7 @@ impl ThreadPool {
                 filter: Arc::clone(&config.filter),
                 idle_timeout: config.idle_timeout,
                 proxy_protocol: config.proxy_protocol,
+                tls: config.tls.clone(),
             })?;
             thread::Builder::new()
                 .name(format!("sockpool-worker-{index}"))

@@ -101,10 +101,13 @@ pub fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn 
         };
         budget = budget.saturating_sub(n);
         conn.last_active = h.now;
+        if let Some(subject) = conn.transport.take_client_subject() {
+            conn.peer.set_tls_client(subject);
+        }
         if let State::Draining { left } = &mut conn.state {
             *left = left.saturating_sub(n);
         }
-        h.counters.received_bytes(Proto::Tcp, n);
+        h.counters.received_bytes(conn.proto, n);
         // Messages of one read share its receive time, taken right after it; only
         // printing reads it, so the other modes skip the clock.
         let received_at = h.actions.print.then(SystemTime::now);
@@ -112,7 +115,7 @@ pub fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn 
         let before = *messages;
         let input = buf.get(..n).unwrap_or_default();
         let flow = handle_read(decoder, input, &source, messages, outbox, h);
-        h.counters.messages(Proto::Tcp, *messages - before);
+        h.counters.messages(source.proto, *messages - before);
         if flow.is_break() {
             return Turn::Close(CloseReason::Disconnect);
         }
@@ -121,8 +124,9 @@ pub fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn 
         // `WouldBlock` is skipped, one syscall in three on an echo round trip (tokio
         // does the same). Not after a hang-up, whose edge has already been seen, nor
         // while draining, where the reads are sized to what is left.
-        // Nor when the bytes came from what followed a PROXY header, not the socket.
-        if n < want && !conn.hung_up() && !draining && !preread {
+        // Nor when the bytes came from what followed a PROXY header, not the socket,
+        // or when TLS still holds records it read.
+        if n < want && !conn.hung_up() && !draining && !preread && !conn.transport.wants().read {
             conn.set_read_empty();
             return Turn::Idle;
         }
@@ -132,6 +136,7 @@ pub fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn 
 /// Where and when the bytes being decoded came from.
 #[derive(Debug)]
 struct Source<'a> {
+    proto: Proto,
     peer: &'a Peer,
     id: ConnId,
     /// Taken when the mode prints, and only then.
@@ -147,12 +152,14 @@ fn parts(
     let Conn {
         decoder,
         peer,
+        proto,
         id,
         messages,
         outbox,
         ..
     } = conn;
     let source = Source {
+        proto: *proto,
         peer,
         id: *id,
         received_at,
@@ -189,7 +196,7 @@ fn handle_read(
         let run = decoder.decode_run(input, |frame| on_frame(frame, src, messages, outbox, h))?;
         if let Some(run) = run {
             let template = Message {
-                proto: Proto::Tcp,
+                proto: src.proto,
                 peer: src.peer,
                 conn: Some(src.id),
                 received_at,
@@ -207,7 +214,7 @@ fn finish(conn: &mut Conn, h: &mut Handler<'_>, reason: CloseReason) -> Turn {
     let (decoder, source, messages, outbox) = parts(conn, h.actions.print.then(SystemTime::now));
     let before = *messages;
     let flow = decoder.finish(|frame| on_frame(frame, &source, messages, outbox, h));
-    h.counters.messages(Proto::Tcp, *messages - before);
+    h.counters.messages(source.proto, *messages - before);
     if flow.is_break() {
         return Turn::Close(CloseReason::Disconnect);
     }
@@ -272,7 +279,7 @@ fn deliver(
     *messages += 1;
     if let Some(received_at) = src.received_at {
         h.batch.print(&Message {
-            proto: Proto::Tcp,
+            proto: src.proto,
             peer: src.peer,
             conn: Some(src.id),
             received_at,

@@ -9,13 +9,75 @@
 
 use std::io::{self, Read, Write};
 
-use mio::net::TcpStream;
+use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
+
+use crate::message::Proto;
+
+use super::tls::stream::TlsStream;
+
+/// An accepted socket, as the acceptor hands it over.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// What the kernel holds unread for it (FIONREAD).
+    pub fn pending_bytes(&self) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(stream) => crate::net::pending_bytes(stream),
+            Stream::Unix(stream) => crate::net::pending_bytes(stream),
+        }
+    }
+
+    fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        match self {
+            Stream::Tcp(stream) => registry.register(stream, token, interest),
+            Stream::Unix(stream) => registry.register(stream, token, interest),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(stream) => stream.read(buf),
+            Stream::Unix(stream) => stream.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(stream) => stream.write(buf),
+            Stream::Unix(stream) => stream.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(stream) => stream.write_vectored(bufs),
+            Stream::Unix(stream) => stream.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// A connection's byte carrier.
 #[derive(Debug)]
 pub enum Transport {
     Tcp(TcpStream),
+    Unix(UnixStream),
+    /// TLS over TCP or a Unix stream (boxed: rustls's state is large, and plain
+    /// connections should not pay for it).
+    Tls(Box<TlsStream>),
     /// Bytes in memory: `handle_tcp` and the broker are unit-tested over it.
     #[cfg(test)]
     Memory(memory::Memory),
@@ -23,7 +85,8 @@ pub enum Transport {
 
 /// What a transport needs from its socket besides what the application asks for.
 /// Plain sockets need nothing of their own; a TLS handshake wants both directions,
-/// and TLS records it has queued want writing.
+/// TLS records it has queued want writing, and a TLS stream whose end it has seen
+/// (close_notify) wants reading again without a new edge.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Wants {
     pub read: bool,
@@ -31,12 +94,41 @@ pub struct Wants {
 }
 
 impl Transport {
+    /// The stream as it is, without TLS.
+    pub fn plain(stream: Stream) -> Self {
+        match stream {
+            Stream::Tcp(stream) => Transport::Tcp(stream),
+            Stream::Unix(stream) => Transport::Unix(stream),
+        }
+    }
+
+    /// TLS over `stream` with `config`.
+    pub fn tls(config: std::sync::Arc<rustls::ServerConfig>, stream: Stream) -> io::Result<Self> {
+        TlsStream::new(config, stream).map(|tls| Transport::Tls(Box::new(tls)))
+    }
+
+    /// What its messages are printed as: TLS over a Unix socket stays `unix`.
+    pub fn proto(&self) -> Proto {
+        match self {
+            Transport::Tcp(_) => Proto::Tcp,
+            Transport::Unix(_) => Proto::Unix,
+            Transport::Tls(tls) => match tls.socket_ref() {
+                Stream::Tcp(_) => Proto::Tls,
+                Stream::Unix(_) => Proto::Unix,
+            },
+            #[cfg(test)]
+            Transport::Memory(_) => Proto::Tcp,
+        }
+    }
+
     /// Reads the application's bytes; `Ok(0)` is the end of the stream and
     /// `WouldBlock` means nothing is there for now.
     #[inline]
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Transport::Tcp(stream) => stream.read(buf),
+            Transport::Unix(stream) => stream.read(buf),
+            Transport::Tls(tls) => tls.read(buf),
             #[cfg(test)]
             Transport::Memory(memory) => memory.read(buf),
         }
@@ -47,6 +139,8 @@ impl Transport {
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Transport::Tcp(stream) => stream.write(buf),
+            Transport::Unix(stream) => stream.write(buf),
+            Transport::Tls(tls) => tls.write(buf),
             #[cfg(test)]
             Transport::Memory(memory) => memory.write(buf),
         }
@@ -56,7 +150,11 @@ impl Transport {
     #[inline]
     pub fn wants(&self) -> Wants {
         match self {
-            Transport::Tcp(_) => Wants::default(),
+            Transport::Tcp(_) | Transport::Unix(_) => Wants::default(),
+            Transport::Tls(tls) => Wants {
+                read: tls.is_handshaking() || tls.at_end(),
+                write: tls.wants_write(),
+            },
             #[cfg(test)]
             Transport::Memory(_) => Wants::default(),
         }
@@ -66,9 +164,47 @@ impl Transport {
     /// `WouldBlock` when the socket is full.
     pub fn flush(&mut self) -> io::Result<()> {
         match self {
-            Transport::Tcp(_) => Ok(()),
+            Transport::Tcp(_) | Transport::Unix(_) => Ok(()),
+            Transport::Tls(tls) => tls.flush(),
             #[cfg(test)]
             Transport::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Whether a TLS handshake is still under way: the application's bytes wait
+    /// in the outbox until it is done.
+    #[inline]
+    pub fn is_handshaking(&self) -> bool {
+        match self {
+            Transport::Tls(tls) => tls.is_handshaking(),
+            _ => false,
+        }
+    }
+
+    /// Once, after a TLS handshake with a client certificate: its subject.
+    #[inline]
+    pub fn take_client_subject(&mut self) -> Option<String> {
+        match self {
+            Transport::Tls(tls) => tls.take_client_subject(),
+            _ => None,
+        }
+    }
+
+    /// The socket itself, below any TLS: what a PROXY header is read from, since
+    /// it comes before the handshake. `None` for streams that carry no header.
+    pub fn raw_stream(&mut self) -> Option<&mut dyn Read> {
+        match self {
+            Transport::Tcp(stream) => Some(stream),
+            Transport::Tls(tls) => Some(tls.socket()),
+            _ => None,
+        }
+    }
+
+    /// Why a TLS handshake failed, if one did.
+    pub fn tls_failure(&self) -> Option<&(super::tls::TlsFailure, String)> {
+        match self {
+            Transport::Tls(tls) => tls.failure(),
+            _ => None,
         }
     }
 
@@ -77,6 +213,8 @@ impl Transport {
         let interest = Interest::READABLE | Interest::WRITABLE;
         match self {
             Transport::Tcp(stream) => registry.register(stream, token, interest),
+            Transport::Unix(stream) => registry.register(stream, token, interest),
+            Transport::Tls(tls) => tls.socket().register(registry, token),
             #[cfg(test)]
             Transport::Memory(_) => Ok(()),
         }
@@ -87,17 +225,11 @@ impl Transport {
     pub fn pending_bytes(&self) -> io::Result<usize> {
         match self {
             Transport::Tcp(stream) => crate::net::pending_bytes(stream),
+            Transport::Unix(stream) => crate::net::pending_bytes(stream),
+            Transport::Tls(tls) => tls.pending_bytes(),
             #[cfg(test)]
             Transport::Memory(memory) => Ok(memory.input.len()),
         }
-    }
-}
-
-/// Lets what reads before the application's bytes (a PROXY header, which comes
-/// before any TLS) take them from the transport like from any reader.
-impl Read for Transport {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        Transport::read(self, buf)
     }
 }
 

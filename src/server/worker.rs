@@ -16,15 +16,14 @@
 //! acceptor's `--max-connections`/`--max-per-ip` counts.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::net::{TcpStream, UdpSocket};
+use mio::net::{UdpSocket, UnixDatagram};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::frame::{Decoder, FrameConfig};
 use crate::message::{ConnId, Peer};
@@ -41,8 +40,10 @@ use super::proxied::{Gate, Step};
 use super::ready::ReadyList;
 use super::stats::{Counters, Stats};
 use super::tcp::{Handler, OUTBOX_PAUSE, Turn, handle_tcp};
-use super::transport::Transport;
+use super::tls::{self, TlsFailure, TlsServer};
+use super::transport::{Stream, Transport};
 use super::udp::UdpReader;
+use super::unixgram::UnixgramReader;
 
 /// UDP socket `i` is registered as `UDP_BASE - i`.
 const UDP_BASE: usize = usize::MAX - 2;
@@ -67,6 +68,8 @@ pub struct WorkerSetup {
     /// Every worker's mailbox (this one's included), for relaying.
     pub mailboxes: Arc<[Mailbox]>,
     pub udp: Vec<std::net::UdpSocket>,
+    /// Unix datagram sockets this worker alone reads.
+    pub unixgram: Vec<std::os::unix::net::UnixDatagram>,
     pub batch: Batch,
     pub stats: Arc<Stats>,
     pub frame: FrameConfig,
@@ -82,12 +85,16 @@ pub struct WorkerSetup {
     pub idle_timeout: Option<Duration>,
     /// `--proxy-protocol`: connections start with a PROXY header.
     pub proxy_protocol: bool,
+    /// TLS for every connection handed over; `None`: plain.
+    pub tls: Option<Arc<TlsServer>>,
 }
 
-/// A worker's UDP sockets and what reading them needs.
+/// A worker's datagram sockets and what reading them needs.
 #[derive(Debug)]
 struct UdpSockets {
     readers: Vec<UdpReader>,
+    /// Registered after `readers`, as `UDP_BASE - readers.len() - j`.
+    unixgram: Vec<UnixgramReader>,
     /// The receive buffers, a batch of datagrams per syscall.
     datagrams: RecvBatch,
     actions: Actions,
@@ -95,7 +102,29 @@ struct UdpSockets {
 
 impl UdpSockets {
     fn any_readable(&self) -> bool {
-        self.readers.iter().any(|u| u.readable)
+        self.readers.iter().any(|u| u.readable) || self.unixgram.iter().any(|u| u.readable)
+    }
+
+    fn count(&self) -> usize {
+        self.readers.len() + self.unixgram.len()
+    }
+
+    /// Socket `i` (in token order) has data.
+    fn set_readable(&mut self, i: usize) {
+        if let Some(reader) = self.readers.get_mut(i) {
+            reader.readable = true;
+        } else if let Some(reader) = self.unixgram.get_mut(i - self.readers.len()) {
+            reader.readable = true;
+        }
+    }
+
+    fn set_all_readable(&mut self) {
+        for reader in &mut self.readers {
+            reader.readable = true;
+        }
+        for reader in &mut self.unixgram {
+            reader.readable = true;
+        }
     }
 }
 
@@ -126,6 +155,10 @@ pub struct Worker {
     done: Sender<usize>,
     limits: Arc<ConnLimits>,
     idle: Option<IdleTimers>,
+    tls: Option<Arc<TlsServer>>,
+    /// `--tls-handshake-timeout`: the same lazy heap as `idle`, checked against
+    /// whether the handshake is still under way.
+    handshakes: Option<IdleTimers>,
     /// When the last poll returned: the time every turn of this pass of the loop
     /// stamps as activity and checks idle deadlines against. One clock reading per
     /// pass instead of several per round trip (an echo round trip read the clock
@@ -145,6 +178,16 @@ impl Worker {
                 .register(&mut socket, Token(UDP_BASE - i), Interest::READABLE)?;
             readers.push(UdpReader::new(socket, Arc::clone(&setup.filter)));
         }
+        let mut unixgram = Vec::with_capacity(setup.unixgram.len());
+        for (j, socket) in setup.unixgram.into_iter().enumerate() {
+            let mut reader = UnixgramReader::new(UnixDatagram::from_std(socket));
+            let token = Token(UDP_BASE - readers.len() - j);
+            setup
+                .poll
+                .registry()
+                .register(reader.socket(), token, Interest::READABLE)?;
+            unixgram.push(reader);
+        }
         let datagrams = super::udp::datagram_batch(&setup.frame, readers.len());
         Ok(Worker {
             index: setup.index,
@@ -154,6 +197,7 @@ impl Worker {
             ready: ReadyList::default(),
             udp: UdpSockets {
                 readers,
+                unixgram,
                 datagrams,
                 actions: setup.mode.udp_actions(setup.quiet),
             },
@@ -172,6 +216,11 @@ impl Worker {
             done: setup.done,
             limits: setup.limits,
             idle: setup.idle_timeout.map(IdleTimers::new),
+            handshakes: setup
+                .tls
+                .as_ref()
+                .map(|tls| IdleTimers::new(tls.handshake_timeout())),
+            tls: setup.tls,
             now: Instant::now(),
         })
     }
@@ -188,9 +237,11 @@ impl Worker {
             let timeout = if more {
                 Some(Duration::ZERO)
             } else {
-                self.idle
-                    .as_ref()
-                    .and_then(IdleTimers::next_deadline)
+                let idle = self.idle.as_ref().and_then(IdleTimers::next_deadline);
+                let handshake = self.handshakes.as_ref().and_then(IdleTimers::next_deadline);
+                idle.into_iter()
+                    .chain(handshake)
+                    .min()
                     .map(|at| at.saturating_duration_since(Instant::now()))
             };
             let timeout = match self.next_wake() {
@@ -220,10 +271,8 @@ impl Worker {
             for event in events.iter() {
                 match event.token() {
                     WAKER => woken = true,
-                    Token(t) if t > UDP_BASE - self.udp.readers.len() => {
-                        if let Some(reader) = self.udp.readers.get_mut(UDP_BASE - t) {
-                            reader.readable = true;
-                        }
+                    Token(t) if t > UDP_BASE - self.udp.count() => {
+                        self.udp.set_readable(UDP_BASE - t);
                     }
                     Token(key) => {
                         if event.is_writable() {
@@ -246,6 +295,7 @@ impl Worker {
             self.broker.send_relayed();
             self.batch.flush();
             self.close_idle();
+            self.close_unfinished_handshakes();
             if self.draining && self.conns.is_empty() && !self.udp.any_readable() {
                 break;
             }
@@ -303,20 +353,31 @@ impl Worker {
         self.close_doomed();
     }
 
-    fn adopt(&mut self, stream: TcpStream, peer: SocketAddr, id: ConnId) {
+    fn adopt(&mut self, stream: Stream, peer: Peer, id: ConnId) {
         self.counters().adopted();
         let key = self.conns.vacant_entry().key();
-        let mut transport = Transport::Tcp(stream);
-        if let Err(err) = transport.register(self.poll.registry(), Token(key)) {
-            warn!(conn = id, peer = %peer, "cannot watch connection: {}", crate::net::describe(&err));
-            self.counters().closed();
-            self.limits.release(peer.ip());
-            return;
-        }
-        let peer = Peer::new(peer);
+        let transport = match &self.tls {
+            Some(tls) => Transport::tls(tls.config(), stream),
+            None => Ok(Transport::plain(stream)),
+        };
+        let registered = transport.and_then(|mut transport| {
+            transport
+                .register(self.poll.registry(), Token(key))
+                .map(|()| transport)
+        });
+        let transport = match registered {
+            Ok(transport) => transport,
+            Err(err) => {
+                warn!(conn = id, peer = %peer, "cannot watch connection: {}", crate::net::describe(&err));
+                self.counters().closed();
+                self.limits.release_peer(peer.addr().map(|a| a.ip()));
+                return;
+            }
+        };
         info!(conn = id, peer = %peer, worker = self.index, "connection opened");
         let mut conn = Conn::new(id, transport, peer.clone(), Decoder::new(&self.frame));
-        if let Some(gate) = self.proxied.as_mut() {
+        // PROXY headers come from TCP proxies; a Unix stream has none.
+        if let (Some(gate), Some(_)) = (self.proxied.as_mut(), peer.addr()) {
             conn.header = Some(Box::default());
             gate.schedule(key, id, self.now);
         }
@@ -330,6 +391,18 @@ impl Worker {
                 idle.rebuild(self.conns.iter().map(|(k, c)| (k, c.id, c.last_active)));
             } else {
                 idle.schedule(key, id, opened);
+            }
+        }
+        if let Some(handshakes) = self.handshakes.as_mut() {
+            if handshakes.needs_compaction(self.conns.len()) {
+                handshakes.rebuild(
+                    self.conns
+                        .iter()
+                        .filter(|(_, c)| c.transport.is_handshaking())
+                        .map(|(k, c)| (k, c.id, c.opened)),
+                );
+            } else {
+                handshakes.schedule(key, id, opened);
             }
         }
         self.broker.announce(
@@ -359,9 +432,7 @@ impl Worker {
             }
             self.ready.push(key);
         }
-        for reader in &mut self.udp.readers {
-            reader.readable = true;
-        }
+        self.udp.set_all_readable();
     }
 
     /// The earliest moment the loop must wake besides idle deadlines: the end of
@@ -423,7 +494,11 @@ impl Worker {
         let Some(state) = conn.header.as_mut() else {
             return true;
         };
-        match state.read(&mut conn.transport, conn.peer.addr(), gate, &self.limits) {
+        let (Some(proxy), Some(mut stream)) = (conn.peer.addr(), conn.transport.raw_stream())
+        else {
+            return true;
+        };
+        match state.read(&mut stream, proxy, gate, &self.limits) {
             Step::Wait if matches!(conn.state, State::Draining { .. }) => {
                 // Draining: what the kernel held did not complete the header, and
                 // nothing after it counts.
@@ -436,7 +511,11 @@ impl Worker {
                 false
             }
             Step::Ready { client, rest } => {
-                conn.header_done(rest);
+                if let Err(err) = conn.header_done(rest) {
+                    self.doomed.push((key, CloseReason::Error(err)));
+                    self.close_doomed();
+                    return false;
+                }
                 if let Some(client) = client {
                     tracing::debug!(conn = conn.id, proxy = %conn.peer, client = %client, "PROXY header");
                     conn.peer = Peer::new(client);
@@ -499,6 +578,7 @@ impl Worker {
         let counters = &self.stats.workers[self.index];
         let UdpSockets {
             readers,
+            unixgram,
             datagrams,
             actions,
         } = &mut self.udp;
@@ -506,6 +586,18 @@ impl Worker {
             if reader.readable {
                 reader.handle_udp(
                     datagrams,
+                    &self.frame,
+                    &mut self.batch,
+                    counters,
+                    *actions,
+                    self.draining,
+                );
+            }
+        }
+        for reader in unixgram {
+            if reader.readable {
+                reader.handle_unixgram(
+                    &mut self.buf,
                     &self.frame,
                     &mut self.batch,
                     counters,
@@ -557,6 +649,26 @@ impl Worker {
         self.close_doomed();
     }
 
+    /// `--tls-handshake-timeout`: closes the connections whose handshake is due and
+    /// still under way.
+    fn close_unfinished_handshakes(&mut self) {
+        let Some(handshakes) = self.handshakes.as_mut() else {
+            return;
+        };
+        if self.draining {
+            return;
+        }
+        while let Some((key, id)) = handshakes.pop_due(self.now) {
+            if let Some(conn) = self.conns.get(key).filter(|c| c.id == id)
+                && conn.transport.is_handshaking()
+            {
+                self.doomed
+                    .push((key, CloseReason::HandshakeTimeout(handshakes.timeout)));
+            }
+        }
+        self.close_doomed();
+    }
+
     fn close_doomed(&mut self) {
         while let Some((key, reason)) = self.doomed.pop() {
             self.close(key, reason);
@@ -571,9 +683,17 @@ impl Worker {
         if conn.header.is_some() {
             self.limits.release_unnamed();
         } else {
-            self.limits.release(conn.peer.addr().ip());
+            self.limits.release_peer(conn.peer.addr().map(|a| a.ip()));
         }
-        if let CloseReason::SlowReceiver(_) = reason {
+        let failed = match &reason {
+            CloseReason::HandshakeTimeout(_) => Some((TlsFailure::Timeout, reason.to_string())),
+            _ => conn.transport.tls_failure().cloned(),
+        };
+        if let Some((failure, detail)) = failed {
+            self.counters().tls_failed(failure);
+            tls::warn_failure(&conn.peer, failure, &detail);
+            debug!(conn = conn.id, peer = %conn.peer, "connection closed: {reason}");
+        } else if let CloseReason::SlowReceiver(_) = reason {
             warn!(conn = conn.id, peer = %conn.peer, "connection closed: {reason}");
         } else {
             info!(

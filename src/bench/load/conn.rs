@@ -3,17 +3,18 @@
 
 use std::time::Duration;
 
-use mio::net::{TcpStream, UdpSocket};
+use mio::net::UdpSocket;
 
 use crate::frame::Decoder;
 
+use super::super::stream::BenchStream;
 use super::echo::InFlight;
 use super::pacing::Position;
 use super::sequence::Sequences;
 
 #[derive(Debug)]
 pub(super) enum Sock {
-    Tcp(TcpStream),
+    Tcp(BenchStream),
     Udp(UdpSocket),
     None,
 }

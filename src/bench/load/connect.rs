@@ -8,11 +8,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpStream, UdpSocket};
+use mio::net::UdpSocket;
 use mio::{Events, Interest, Token};
 
 use crate::frame::Decoder;
 
+use super::super::stream::{BenchStream, Target};
 use super::conn::{Sock, State};
 use super::{ErrorKind, Load};
 
@@ -56,21 +57,17 @@ impl Load {
                 if conn.state != State::Connecting {
                     continue;
                 }
-                let Sock::Tcp(stream) = &conn.sock else {
+                let Sock::Tcp(stream) = &mut conn.sock else {
                     continue;
                 };
                 let outcome = match stream.take_error() {
                     Ok(Some(err)) | Err(err) => Err(err),
-                    Ok(None) => match stream.peer_addr() {
-                        Ok(_) => Ok(true),
-                        Err(err) if err.kind() == io::ErrorKind::NotConnected => Ok(false),
-                        Err(err) => Err(err),
-                    },
+                    Ok(None) => stream.connected(),
                 };
                 match outcome {
                     Ok(false) => {}
                     Ok(true) => {
-                        let _ = stream.set_nodelay(true);
+                        stream.set_nodelay();
                         conn.state = State::Sending;
                         connecting -= 1;
                         self.tally.total.connected += 1;
@@ -97,12 +94,14 @@ impl Load {
         let udp = self.config.udp;
         let echo = self.config.echo;
         let frame = self.config.frame;
-        let target = self.target;
+        let target = self.target.clone();
+        let tls = self.config.tls.clone();
         let registry = self.poll.registry();
         let Some(conn) = self.conns.get_mut(i) else {
             return false;
         };
-        let attempt = if udp {
+        let attempt = if let (true, Target::Ip(target)) = (udp, &target) {
+            let target = *target;
             let local: SocketAddr = match target {
                 SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
                 SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -117,7 +116,7 @@ impl Load {
                 Ok(Sock::Udp(socket))
             })
         } else {
-            TcpStream::connect(target).and_then(|mut stream| {
+            BenchStream::connect(&target, tls.as_ref()).and_then(|mut stream| {
                 registry.register(
                     &mut stream,
                     Token(i),

@@ -28,7 +28,6 @@ mod tally;
 mod timer;
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +36,7 @@ use mio::{Events, Poll, Token};
 
 use super::histogram::Latency;
 use super::pace::Schedule;
+use super::stream::Target;
 use super::{Config, Stop};
 
 use self::conn::{Conn, Sock, State};
@@ -62,7 +62,7 @@ pub struct Plan {
     /// Messages each connection sends after the warmup (`u64::MAX`: until the
     /// duration is over).
     pub quotas: Vec<u64>,
-    pub target: SocketAddr,
+    pub target: Target,
     pub config: Arc<Config>,
 }
 
@@ -133,7 +133,7 @@ pub fn run(plan: Plan, progress: Arc<Progress>, events: Sender<Event>, start: Re
 
 struct Load {
     config: Arc<Config>,
-    target: SocketAddr,
+    target: Target,
     poll: Poll,
     timer: Option<Timer>,
     conns: Vec<Conn>,

@@ -4,7 +4,6 @@
 //! all of it.
 
 use std::io::{self, Write};
-use std::net::Shutdown;
 use std::time::Duration;
 
 use crate::frame::{self, DISCONNECT};
@@ -56,8 +55,8 @@ impl Load {
             let conn = &self.conns[i];
             if conn.state == State::Closing {
                 if !conn.shut {
-                    if let Sock::Tcp(stream) = &conn.sock {
-                        let _ = stream.shutdown(Shutdown::Write);
+                    if let Sock::Tcp(stream) = &mut self.conns[i].sock {
+                        let _ = stream.shutdown_write();
                     }
                     self.conns[i].shut = true;
                 }
