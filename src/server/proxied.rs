@@ -132,12 +132,22 @@ impl Gate {
         self.deadlines.front().map(|(at, _, _)| *at)
     }
 
-    /// The connections whose deadline has passed by `now` (the caller closes
-    /// those still awaiting their header, checking the id: the slot may hold
-    /// another connection by now).
-    pub fn due(&mut self, now: Instant) -> Vec<(usize, ConnId)> {
+    /// The connections whose deadline has passed by `now` and that `awaiting`
+    /// says still await their header (the caller checks the id too: the slot may
+    /// hold another connection by now). Entries at the front whose connection no
+    /// longer awaits are dropped on the way, so the queue holds only what is younger
+    /// than the oldest connection still waiting, not ten seconds of churn.
+    pub fn due(
+        &mut self,
+        now: Instant,
+        awaiting: impl Fn(usize, ConnId) -> bool,
+    ) -> Vec<(usize, ConnId)> {
         let mut out = Vec::new();
         while let Some(&(at, key, id)) = self.deadlines.front() {
+            if !awaiting(key, id) {
+                self.deadlines.pop_front();
+                continue;
+            }
             if at > now {
                 break;
             }
@@ -275,8 +285,22 @@ mod tests {
         gate.schedule(1, 11, t0);
         gate.schedule(2, 12, t0 + Duration::from_secs(1));
         assert_eq!(gate.next_deadline(), Some(t0 + HEADER_TIMEOUT));
-        assert_eq!(gate.due(t0 + HEADER_TIMEOUT), vec![(1, 11)]);
-        assert_eq!(gate.due(t0 + HEADER_TIMEOUT * 2), vec![(2, 12)]);
+        let all = |_: usize, _: ConnId| true;
+        assert_eq!(gate.due(t0, all), vec![]);
+        assert_eq!(gate.due(t0 + HEADER_TIMEOUT, all), vec![(1, 11)]);
+        assert_eq!(gate.due(t0 + HEADER_TIMEOUT * 2, all), vec![(2, 12)]);
+        assert_eq!(gate.next_deadline(), None);
+        // Connections that got their header leave the queue long before their
+        // deadline, as soon as they reach its front.
+        gate.schedule(3, 13, t0);
+        gate.schedule(4, 14, t0);
+        gate.schedule(5, 15, t0);
+        assert_eq!(gate.due(t0, |key, _| key == 4), vec![]);
+        assert_eq!(gate.next_deadline(), Some(t0 + HEADER_TIMEOUT));
+        assert_eq!(
+            gate.due(t0 + HEADER_TIMEOUT, |key, _| key == 4),
+            vec![(4, 14)]
+        );
         assert_eq!(gate.next_deadline(), None);
     }
 }

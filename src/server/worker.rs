@@ -467,7 +467,13 @@ impl Worker {
         let Some(gate) = self.proxied.as_mut() else {
             return;
         };
-        for (key, id) in gate.due(self.now) {
+        let conns = &self.conns;
+        let awaiting = |key: usize, id: ConnId| {
+            conns
+                .get(key)
+                .is_some_and(|c| c.id == id && c.header.is_some())
+        };
+        for (key, id) in gate.due(self.now, awaiting) {
             let Some(conn) = self
                 .conns
                 .get(key)
