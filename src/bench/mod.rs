@@ -16,6 +16,7 @@ pub mod report;
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -58,6 +59,8 @@ pub struct Config {
     /// How long a reply (and, at the end, the server's close) is awaited.
     pub timeout: Duration,
     pub frame: FrameConfig,
+    /// Where to write the latency distribution in HdrHistogram's text format.
+    pub hgrm: Option<PathBuf>,
 }
 
 /// Why a bench run could not be made.
@@ -69,6 +72,8 @@ pub enum BenchError {
     TooManyConnections { connections: usize, limit: u64 },
     #[error("cannot start a load thread: {}", net::describe(.0))]
     Thread(io::Error),
+    #[error("cannot write the latency distribution to {}: {}", .path.display(), net::describe(.source))]
+    Hgrm { path: PathBuf, source: io::Error },
     #[error("no connection to {server} could be made ({errors})")]
     Unreachable { server: String, errors: String },
 }
@@ -199,6 +204,12 @@ pub fn run(config: Config) -> Result<(), BenchError> {
     }
     let report = Report::new(&config, threads, &counts, &latency, last_send);
     reporter.finish(&report, &config);
+    if let Some(path) = &config.hgrm {
+        write_hgrm(path, &latency).map_err(|source| BenchError::Hgrm {
+            path: path.clone(),
+            source,
+        })?;
+    }
     if counts.connected == 0 {
         return Err(BenchError::Unreachable {
             server: config.server.clone(),
@@ -233,6 +244,13 @@ fn plan(config: &Arc<Config>, thread: usize, threads: usize, target: SocketAddr)
     }
 }
 
+/// Writes the run's latencies (empty without `--echo`) as a `.hgrm` file.
+fn write_hgrm(path: &std::path::Path, latency: &Latency) -> io::Result<()> {
+    let mut out = io::BufWriter::new(std::fs::File::create(path)?);
+    latency.write_hgrm(&mut out)?;
+    io::Write::flush(&mut out)
+}
+
 fn first_address(server: &str) -> Result<SocketAddr, NetError> {
     net::resolve(server)?
         .into_iter()
@@ -263,6 +281,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             frame: FrameConfig::default(),
+            hgrm: None,
         })
     }
 

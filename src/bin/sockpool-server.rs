@@ -6,11 +6,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use sockpool::cli::server::ServerArgs;
 
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
+    if let Some(kind) = args.generate {
+        return sockpool::cli::generate::print(kind, ServerArgs::command());
+    }
     sockpool::cli::init_logging(args.quiet, args.verbose);
     match sockpool::server::start(args.into_config()) {
         Ok(()) => ExitCode::SUCCESS,

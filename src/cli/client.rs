@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use super::generate::Generate;
 use super::{boolish, host_port, parse_delimiter, parse_secs};
 use crate::bench::{self, Stop, payload};
 use crate::client::{Config, Source};
@@ -21,7 +22,7 @@ use crate::frame::{FrameConfig, Framing};
 #[derive(Debug, Parser)]
 #[command(
     name = "sockpool-client",
-    version,
+    version = super::VERSION,
     args_conflicts_with_subcommands = true
 )]
 pub struct ClientArgs {
@@ -65,6 +66,11 @@ pub struct ClientArgs {
     /// The messages to send.
     #[arg(value_name = "MESSAGE")]
     pub messages: Vec<OsString>,
+
+    /// Print a man page (covering `bench` too) or a shell completion script on stdout
+    /// and exit (other flags are ignored).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub generate: Option<Generate>,
 }
 
 /// Subcommands.
@@ -162,6 +168,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "BYTE", default_value = "\\n", value_parser = parse_delimiter,
           env = "SOCKPOOL_DELIMITER")]
     pub delimiter: u8,
+
+    /// Also write the latency percentile distribution to FILE, in HdrHistogram's
+    /// text format (milliseconds; what wrk2 prints and scripts/hgrm_plot.py plots).
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -191,6 +202,7 @@ impl BenchArgs {
                 delimiter: self.delimiter,
                 ..FrameConfig::default()
             },
+            hgrm: self.hgrm,
         }
     }
 }

@@ -2,7 +2,12 @@
 //! both binaries, and logging set-up. Every flag can also come from `SOCKPOOL_<FLAG>`.
 
 pub mod client;
+pub mod generate;
 pub mod server;
+
+/// What `--version` prints after the binary's name: `0.2.0 (abc1234)`, the commit
+/// the build script found, or `0.2.0` for a build outside git.
+pub const VERSION: &str = env!("SOCKPOOL_VERSION");
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;

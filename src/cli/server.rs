@@ -8,12 +8,13 @@ use clap::{ArgAction, Parser};
 
 use ipnet::IpNet;
 
+use super::generate::Generate;
 use super::{
     Resolved, boolish, parse_addr, parse_count, parse_delimiter, parse_listen, parse_secs,
 };
 use crate::frame::{FrameConfig, Framing, Oversize};
 use crate::net::filter::{Filter, parse_cidr};
-use crate::output::Format;
+use crate::output::{Format, Target};
 use crate::server::Config;
 use crate::server::mode::Mode;
 
@@ -22,7 +23,7 @@ use crate::server::mode::Mode;
 #[derive(Debug, Parser)]
 #[command(
     name = "sockpool-server",
-    version,
+    version = super::VERSION,
     override_usage = "sockpool-server [OPTIONS]"
 )]
 pub struct ServerArgs {
@@ -70,6 +71,12 @@ pub struct ServerArgs {
     /// How `print` writes messages.
     #[arg(long, value_enum, default_value_t = Format::Text, env = "SOCKPOOL_FORMAT")]
     pub format: Format,
+
+    /// Write messages to this file instead of stdout: appended to, created with mode
+    /// 0640 if new, reopened on SIGHUP (log rotation); `-` is stdout.
+    #[arg(long, value_name = "PATH", default_value = "-", value_parser = parse_output,
+          env = "SOCKPOOL_OUTPUT")]
+    pub output: Target,
 
     /// Graceful shutdown limit, in seconds.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs,
@@ -128,6 +135,24 @@ pub struct ServerArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs, env = "SOCKPOOL_KEEPALIVE")]
     pub keepalive: Option<Duration>,
 
+    /// Bind TCP and UDP with SO_REUSEPORT, so several processes share the address
+    /// (the kernel spreads connections and datagrams over them); without it a taken
+    /// port is an error.
+    #[arg(long, env = "SOCKPOOL_REUSE_PORT", value_parser = boolish())]
+    pub reuse_port: bool,
+
+    /// Each TCP connection starts with a PROXY protocol header (v1 or v2, as
+    /// HAProxy's send-proxy and send-proxy-v2 send it): the client it names is the
+    /// printed peer and the address --allow/--deny and --max-per-ip see.
+    #[arg(long, env = "SOCKPOOL_PROXY_PROTOCOL", value_parser = boolish())]
+    pub proxy_protocol: bool,
+
+    /// With --proxy-protocol, only these proxies may connect (CIDR or address;
+    /// repeatable) [default: any].
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, value_delimiter = ',',
+          requires = "proxy_protocol", env = "SOCKPOOL_PROXY_FROM")]
+    pub proxy_from: Vec<IpNet>,
+
     /// Fewer diagnostics: -q warnings only, -qq errors only.
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose",
           env = "SOCKPOOL_QUIET", value_parser = parse_count)]
@@ -137,6 +162,11 @@ pub struct ServerArgs {
     #[arg(short, long, action = ArgAction::Count, env = "SOCKPOOL_VERBOSE",
           value_parser = parse_count)]
     pub verbose: u8,
+
+    /// Print a man page or a shell completion script on stdout and exit (other
+    /// flags are ignored).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub generate: Option<Generate>,
 }
 
 impl ServerArgs {
@@ -155,6 +185,7 @@ impl ServerArgs {
                 oversize: self.oversize,
             },
             format: self.format,
+            output: self.output,
             quiet: self.quiet > 0,
             drain_timeout: self.drain_timeout,
             backlog: self.backlog,
@@ -166,7 +197,20 @@ impl ServerArgs {
             recv_buffer: self.recv_buffer.map(saturating_usize),
             // Keepalive works in whole seconds; less than one means one.
             keepalive: self.keepalive.map(|d| d.max(Duration::from_secs(1))),
+            reuse_port: self.reuse_port,
+            proxy_from: self
+                .proxy_protocol
+                .then(|| Filter::new(self.proxy_from, Vec::new())),
         }
+    }
+}
+
+/// `--output`: `-` for stdout, else a file path.
+fn parse_output(value: &str) -> Result<Target, String> {
+    match value {
+        "" => Err("an empty path: use - for stdout".into()),
+        "-" => Ok(Target::Stdout),
+        path => Ok(Target::File(path.into())),
     }
 }
 
@@ -194,6 +238,7 @@ mod tests {
         assert_eq!(config.mode, Mode::Print);
         assert_eq!(config.frame.max_frame, 65536);
         assert_eq!(config.format, Format::Text);
+        assert_eq!(config.output, Target::Stdout);
         assert_eq!(config.drain_timeout, Duration::from_secs(5));
         assert_eq!(config.backlog, 1024);
         assert_eq!(config.max_connections, None);

@@ -5,10 +5,12 @@
 //! The server reads UDP in batches through [`mmsg::RecvBatch`] (`recvmmsg`). The few
 //! calls socket2 does not wrap go through [`sys`], the one place for raw syscalls.
 
+pub mod activation;
 pub mod fdlimit;
 pub mod filter;
 pub mod listen;
 pub mod mmsg;
+pub mod proxy;
 pub mod sys;
 
 use std::io::{self, Write};

@@ -5,16 +5,23 @@
 //! Backpressure: when the queue is full, [`SinkHandle::try_send`] gives the batch
 //! back and marks the handle as waiting; the writer calls the handle's wake-up as
 //! soon as it has taken a batch off the queue. A worker never blocks on output
-//! (except while draining at shutdown, with a deadline).
+//! (except while draining at shutdown, with a deadline). The writer delivers to a
+//! [`Destination`] (stdout, a file, NATS) and retries one that fails, so the same
+//! backpressure holds TCP while a disk is full or a file's directory is gone.
 
 pub mod clock;
+pub mod dest;
+pub mod file;
 pub mod json;
 pub mod pipe;
 pub mod text;
+mod writer;
 
-use std::io::{self, IoSlice, Write};
+use std::fmt;
+use std::io::{self, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Instant;
 
@@ -23,6 +30,49 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crate::message::Message;
 
 pub use clock::Clock;
+pub use dest::Destination;
+
+/// Where `--output` sends messages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Target {
+    /// `-` (and the default).
+    #[default]
+    Stdout,
+    /// A file, appended to and reopened on SIGHUP.
+    File(PathBuf),
+}
+
+impl Target {
+    /// Opens the destination. A file that cannot be opened at start-up is an error
+    /// (the path is most likely wrong); later failures are retried.
+    pub fn open(&self) -> io::Result<Box<dyn Destination>> {
+        Ok(match self {
+            Target::Stdout => Box::new(dest::Stdout::open()?),
+            Target::File(path) => Box::new(file::OutputFile::open(path)?),
+        })
+    }
+
+    /// Whether SIGHUP has something to reopen.
+    pub fn reopens(&self) -> bool {
+        !matches!(self, Target::Stdout)
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Stdout => f.write_str("stdout"),
+            Target::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// The output's own counters, read by the summary and the metrics.
+#[derive(Debug, Default)]
+pub struct OutputStats {
+    /// Failed attempts to deliver output (each retry counts).
+    pub errors: AtomicU64,
+}
 
 /// How `print` writes messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -69,6 +119,19 @@ const MAX_BATCHES: usize = 4096;
 /// The writer thread and the queue in front of it.
 pub struct Sink {
     done: Receiver<()>,
+    reopen: Sender<()>,
+}
+
+/// Asks the writer to reopen its destination (SIGHUP); cheap to clone and call from
+/// the signal thread.
+#[derive(Clone, Debug)]
+pub struct Reopener(Sender<()>);
+
+impl Reopener {
+    /// Requests a reopen; requests made before the writer gets to it count once.
+    pub fn reopen(&self) {
+        let _ = self.0.try_send(());
+    }
 }
 
 impl std::fmt::Debug for Sink {
@@ -92,10 +155,8 @@ impl std::fmt::Debug for SinkHandle {
 }
 
 impl Sink {
-    /// Starts the writer over `out`, with room for `capacity` bytes of queued output,
-    /// and one handle per notifier. The writer ends once every handle is dropped. If
-    /// writing fails (the reader of stdout went away) `on_error` is called and the
-    /// writer stops; later batches are discarded.
+    /// Starts the writer over `out` (see [`Sink::start_to`]); a failed write is
+    /// retried each second.
     pub fn start<W, E>(
         out: W,
         capacity: usize,
@@ -104,6 +165,30 @@ impl Sink {
     ) -> io::Result<(Sink, Vec<SinkHandle>)>
     where
         W: Write + Send + 'static,
+        E: FnOnce(io::Error) + Send + 'static,
+    {
+        Sink::start_to(
+            Box::new(dest::Plain(out)),
+            capacity,
+            notifiers,
+            Arc::default(),
+            on_error,
+        )
+    }
+
+    /// Starts the writer over `dest`, with room for `capacity` bytes of queued
+    /// output, and one handle per notifier. The writer ends once every handle is
+    /// dropped. A destination that fails is retried each second (counted in
+    /// `stats`); only a failure that can never heal (the reader of stdout went away)
+    /// calls `on_error` and stops the writer, and later batches are discarded.
+    pub fn start_to<E>(
+        dest: Box<dyn Destination>,
+        capacity: usize,
+        notifiers: Vec<Notify>,
+        stats: Arc<OutputStats>,
+        on_error: E,
+    ) -> io::Result<(Sink, Vec<SinkHandle>)>
+    where
         E: FnOnce(io::Error) + Send + 'static,
     {
         let (queue, batches) = crossbeam_channel::bounded::<Vec<u8>>(MAX_BATCHES);
@@ -132,15 +217,22 @@ impl Sink {
             .collect();
         drop(queue);
         let (finished, done) = crossbeam_channel::bounded(1);
+        let (reopen, reopen_rx) = crossbeam_channel::bounded(1);
+        let writer = writer::Writer::new(dest, reopen_rx, stats);
         thread::Builder::new()
             .name("sockpool-sink".into())
             .spawn(move || {
-                if let Err(err) = write_batches(out, &batches, &recycle, &waiters, &budget) {
+                if let Err(err) = writer.run(&batches, &recycle, &waiters, &budget) {
                     on_error(err);
                 }
                 let _ = finished.send(());
             })?;
-        Ok((Sink { done }, handles))
+        Ok((Sink { done, reopen }, handles))
+    }
+
+    /// What SIGHUP calls to reopen the destination.
+    pub fn reopener(&self) -> Reopener {
+        Reopener(self.reopen.clone())
     }
 
     /// Waits until every handle is gone and all output is written and flushed, or
@@ -148,67 +240,6 @@ impl Sink {
     pub fn finish_until(self, deadline: Instant) -> bool {
         self.done.recv_deadline(deadline).is_ok()
     }
-}
-
-/// Most batches the writer takes off the queue for one `writev`.
-const BATCHES_PER_WRITE: usize = 16;
-
-fn write_batches<W: Write>(
-    mut out: W,
-    batches: &Receiver<Vec<u8>>,
-    recycle: &Sender<Vec<u8>>,
-    waiters: &[Arc<Waiter>],
-    budget: &Budget,
-) -> io::Result<()> {
-    let mut taken: Vec<Vec<u8>> = Vec::with_capacity(BATCHES_PER_WRITE);
-    while let Ok(first) = batches.recv() {
-        // Whatever else is queued goes out in the same `writev`: under load the
-        // reader of stdout is woken once per megabyte rather than per batch.
-        taken.push(first);
-        while taken.len() < BATCHES_PER_WRITE {
-            match batches.try_recv() {
-                Ok(batch) => taken.push(batch),
-                Err(_) => break,
-            }
-        }
-        write_all_vectored(&mut out, &taken)?;
-        let written: usize = taken.iter().map(Vec::len).sum();
-        budget.queued.fetch_sub(written, Ordering::SeqCst);
-        // There is room in the queue again: let every waiting worker retry. (After
-        // the room was made, so a worker that saw the queue full cannot miss it.)
-        for waiter in waiters {
-            if waiter.waiting.swap(false, Ordering::SeqCst) {
-                (waiter.notify)();
-            }
-        }
-        for mut batch in taken.drain(..) {
-            batch.clear();
-            if batch.capacity() <= 4 * BATCH_BYTES {
-                let _ = recycle.try_send(batch);
-            }
-        }
-        if batches.is_empty() {
-            out.flush()?;
-        }
-    }
-    out.flush()
-}
-
-/// `write_all` for several buffers at once (`Write::write_all_vectored` is not
-/// stable yet).
-fn write_all_vectored<W: Write>(out: &mut W, batches: &[Vec<u8>]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = batches.iter().map(|b| IoSlice::new(b)).collect();
-    let mut rest = &mut slices[..];
-    IoSlice::advance_slices(&mut rest, 0);
-    while !rest.is_empty() {
-        match out.write_vectored(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
 }
 
 impl SinkHandle {
@@ -279,37 +310,59 @@ mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::AtomicUsize;
 
-    /// Takes at most 7 bytes of the first buffer per call, as a pipe may.
-    struct Trickle(Vec<u8>);
+    /// Takes at most 7 bytes per call, as a pipe may, and fails (disk full) on the
+    /// calls listed in `fail_on`.
+    #[derive(Debug)]
+    struct Flaky {
+        written: Arc<Mutex<Vec<u8>>>,
+        calls: usize,
+        fail_on: Vec<usize>,
+    }
 
-    impl Write for Trickle {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            let n = buf.len().min(7);
-            self.0.extend_from_slice(&buf[..n]);
+    impl Destination for Flaky {
+        fn write(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.fail_on.contains(&self.calls) {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+            let n = first.len().min(7);
+            self.written.lock().unwrap().extend_from_slice(&first[..n]);
             Ok(n)
         }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
+        fn name(&self) -> String {
+            "flaky".into()
         }
     }
 
     #[test]
-    fn vectored_write_survives_partial_writes_and_empty_batches() {
-        let batches: Vec<Vec<u8>> = vec![
-            Vec::new(),
-            b"first line\n".to_vec(),
-            Vec::new(),
-            b"second\nthird\n".to_vec(),
-            Vec::new(),
-        ];
-        let mut out = Trickle(Vec::new());
-        write_all_vectored(&mut out, &batches).unwrap();
-        assert_eq!(out.0, b"first line\nsecond\nthird\n");
-        write_all_vectored(&mut out, &[]).unwrap();
-        assert_eq!(out.0.len(), 24);
+    fn partial_writes_and_failures_lose_and_repeat_nothing() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let stats = Arc::new(OutputStats::default());
+        let (sink, mut handles) = Sink::start_to(
+            Box::new(Flaky {
+                written: Arc::clone(&written),
+                calls: 0,
+                fail_on: vec![2, 5],
+            }),
+            1 << 20,
+            vec![Box::new(|| {})],
+            Arc::clone(&stats),
+            |err| panic!("{err}"),
+        )
+        .unwrap();
+        let handle = handles.pop().unwrap();
+        for batch in ["", "first line\n", "", "second\nthird\n", ""] {
+            handle.try_send(batch.as_bytes().to_vec()).unwrap();
+        }
+        drop(handle);
+        assert!(sink.finish_until(Instant::now() + std::time::Duration::from_secs(30)));
+        assert_eq!(&*written.lock().unwrap(), b"first line\nsecond\nthird\n");
+        assert_eq!(stats.errors.load(Ordering::SeqCst), 2);
     }
 
     /// A writer that blocks until the test lets it go, to fill the queue.
+    #[derive(Debug)]
     struct Gate {
         open: Arc<Mutex<()>>,
         written: Arc<Mutex<Vec<u8>>>,

@@ -27,9 +27,9 @@ use crate::message::ConnId;
 use crate::net::fdlimit::SpareFd;
 use crate::net::filter::{ConnLimits, Filter, Refusal};
 
+use super::inbox::Job;
 use super::pool::ThreadPool;
 use super::stats::Counters;
-use super::worker::Job;
 
 /// Wakes the acceptor to stop.
 pub const STOP: Token = Token(usize::MAX - 1);
@@ -46,6 +46,9 @@ pub struct AcceptPolicy {
     pub limits: Arc<ConnLimits>,
     /// `--keepalive`: TCP keepalive on accepted connections.
     pub keepalive: Option<Duration>,
+    /// `--proxy-protocol`: the proxies that may connect (`--proxy-from`). The
+    /// client's own checks wait for its header (`server::proxied`).
+    pub proxy_from: Option<Filter>,
 }
 
 /// A warning written at most once per [`WARN_EVERY`], with how many were held back.
@@ -137,6 +140,7 @@ impl Acceptor {
                 Err(err) => return Err(err),
             }
             if stop.load(Ordering::SeqCst) {
+                self.accept_backlog(pool, counters, &mut woken);
                 return Ok(());
             }
             let retry = self.retry_at.is_some_and(|at| Instant::now() >= at);
@@ -153,6 +157,22 @@ impl Acceptor {
                 if std::mem::take(flag) {
                     pool.wake(index);
                 }
+            }
+        }
+    }
+
+    /// At shutdown: accepts what the kernel queued on every listener (connections
+    /// whose handshake completed before the signal) and hands it to the workers
+    /// ahead of their drain job, so closing the listeners right after resets
+    /// nothing that was waiting. See docs/deploy.md for what may still arrive
+    /// between this pass and the close.
+    fn accept_backlog(&mut self, pool: &ThreadPool, counters: &Counters, woken: &mut [bool]) {
+        for i in 0..self.listeners.len() {
+            self.accept_all(i, pool, counters, woken);
+        }
+        for (index, flag) in woken.iter_mut().enumerate() {
+            if std::mem::take(flag) {
+                pool.wake(index);
             }
         }
     }
@@ -246,6 +266,12 @@ impl Acceptor {
     /// Checks the access lists and the limits; on success the connection is counted
     /// as open until its worker releases it.
     fn admit(&self, peer: SocketAddr) -> Result<(), Refusal> {
+        if let Some(proxies) = &self.policy.proxy_from {
+            if !proxies.permits(peer.ip()) {
+                return Err(Refusal::Denied);
+            }
+            return self.policy.limits.admit_unnamed();
+        }
         if !self.policy.filter.permits(peer.ip()) {
             return Err(Refusal::Denied);
         }
@@ -269,7 +295,11 @@ impl Acceptor {
                     self.policy.limits.max_per_ip.unwrap_or(0),
                     peer.addr().ip()
                 ),
+                Refusal::Denied if self.policy.proxy_from.is_some() => {
+                    "not a proxy named by --proxy-from".to_string()
+                }
                 Refusal::Denied => "denied by --allow/--deny".to_string(),
+                Refusal::ProxyHeader => "no valid PROXY protocol header".to_string(),
                 Refusal::NoDescriptors => "out of file descriptors".to_string(),
             };
             warn!(peer = %peer, reason = reason.as_str(), "connection from {peer} refused: {why}{}", held_back(suppressed));

@@ -168,6 +168,12 @@ pub fn render(stats: &Stats, limits: &ConnLimits) -> String {
         "The --max-connections limit.",
         &one(limits.max_connections as u64),
     );
+    family(
+        "sockpool_output_errors_total",
+        "counter",
+        "Failed attempts to write the output (each retry counts).",
+        &one(t.output_errors),
+    );
     out
 }
 
@@ -388,6 +394,7 @@ mod tests {
             "sockpool_udp_kernel_drops_total",
             "sockpool_worker_connections",
             "sockpool_max_connections",
+            "sockpool_output_errors_total",
         ] {
             assert!(page.contains(&format!("# HELP {name} ")), "{name}");
             assert!(page.contains(&format!("# TYPE {name} ")), "{name}");

@@ -3,13 +3,20 @@
 
 pub mod acceptor;
 pub mod batch;
+pub mod broker;
 pub mod conn;
 pub mod idle;
+pub mod inbox;
 pub mod metrics;
 pub mod mode;
 pub mod pool;
+pub mod proxied;
+pub mod ready;
+pub mod reload;
 pub mod shutdown;
 pub mod stats;
+pub mod tcp;
+pub mod transport;
 pub mod udp;
 pub mod worker;
 
@@ -24,12 +31,13 @@ use crate::frame::FrameConfig;
 use crate::net::NetError;
 use crate::net::fdlimit;
 use crate::net::filter::{ConnLimits, Filter};
-use crate::net::listen::{ListenConfig, bind_all};
-use crate::output::Format;
+use crate::net::listen::{ListenConfig, Listeners, bind_all};
+use crate::output::{Format, Target};
 
 use self::acceptor::{AcceptPolicy, Acceptor};
 use self::mode::Mode;
 use self::pool::{PoolConfig, ThreadPool};
+use self::reload::Reloads;
 use self::stats::Stats;
 
 /// A validated server configuration (built by `cli::server`).
@@ -42,6 +50,8 @@ pub struct Config {
     pub mode: Mode,
     pub frame: FrameConfig,
     pub format: Format,
+    /// `--output`: stdout, a file, …
+    pub output: Target,
     /// `-q`: echo does not print what it returns.
     pub quiet: bool,
     pub drain_timeout: Duration,
@@ -60,6 +70,11 @@ pub struct Config {
     pub recv_buffer: Option<usize>,
     /// TCP keepalive idle time on accepted connections; `None`: off.
     pub keepalive: Option<Duration>,
+    /// `--reuse-port`: share the address with other processes (SO_REUSEPORT).
+    pub reuse_port: bool,
+    /// `--proxy-protocol`: who may connect (`--proxy-from`; an empty list admits
+    /// everyone); `None`: connections carry no PROXY header.
+    pub proxy_from: Option<Filter>,
 }
 
 impl Default for Config {
@@ -72,6 +87,7 @@ impl Default for Config {
             mode: Mode::Print,
             frame: FrameConfig::default(),
             format: Format::Text,
+            output: Target::Stdout,
             quiet: false,
             drain_timeout: Duration::from_secs(5),
             backlog: 1024,
@@ -82,6 +98,8 @@ impl Default for Config {
             metrics: None,
             recv_buffer: None,
             keepalive: None,
+            reuse_port: false,
+            proxy_from: None,
         }
     }
 }
@@ -94,6 +112,15 @@ const SINK_CAPACITY: usize = 4 * 1024 * 1024;
 pub enum ServerError {
     #[error(transparent)]
     Net(#[from] NetError),
+    #[error("cannot use the sockets passed by socket activation: {0}")]
+    Activation(#[from] crate::net::activation::ActivationError),
+    #[error("cannot serve the {0} passed by socket activation: Unix sockets are not served yet")]
+    UnixActivated(String),
+    #[error("cannot open output {target}: {}", crate::net::describe(.source))]
+    Output {
+        target: String,
+        source: std::io::Error,
+    },
     #[error("cannot {action}: {}", crate::net::describe(.source))]
     Io {
         action: &'static str,
@@ -112,17 +139,44 @@ pub fn start(config: Config) -> Result<(), ServerError> {
     let signals = shutdown::catch().map_err(io_err("watch for signals"))?;
     // Every connection costs a descriptor: take all the system lets us have.
     let nofile = fdlimit::raise_nofile().map_err(io_err("read the open-files limit"))?;
-    let listeners = bind_all(
-        &ListenConfig {
-            addrs: config.listen.clone(),
-            tcp: config.tcp,
-            udp: config.udp,
-            backlog: config.backlog,
-            udp_sockets: workers,
-            recv_buffer: config.recv_buffer,
-        },
-        |line| eprintln!("{line}"),
-    )?;
+    // A wrong path is a start-up error, before any client is let in.
+    let output = config.output.open().map_err(|source| ServerError::Output {
+        target: config.output.to_string(),
+        source,
+    })?;
+    let listeners = match crate::net::activation::listen_fds()? {
+        // systemd's sockets replace --listen.
+        Some(passed) => {
+            let (listeners, unserved) =
+                Listeners::from_activated(passed, |line| eprintln!("{line}"));
+            if let Some(unix) = unserved.first() {
+                let line = unix.announcement();
+                let what = line.strip_prefix("listening ").unwrap_or(&line);
+                return Err(ServerError::UnixActivated(format!("socket {what}")));
+            }
+            listeners
+        }
+        None => bind_all(
+            &ListenConfig {
+                addrs: config.listen.clone(),
+                tcp: config.tcp,
+                udp: config.udp,
+                backlog: config.backlog,
+                udp_sockets: workers,
+                recv_buffer: config.recv_buffer,
+                reuse_port: config.reuse_port,
+            },
+            |line| eprintln!("{line}"),
+        )?,
+    };
+    if config.reuse_port
+        && config.tcp
+        && crate::net::listen::migrates_queued_connections() == Some(false)
+    {
+        warn!(
+            "--reuse-port: net.ipv4.tcp_migrate_req is 0, so a connection that reaches this process's queue as it stops is reset instead of being handed to another process (docs/deploy.md)"
+        );
+    }
     // What is open now, plus each worker's poll and waker still to come.
     let in_use = fdlimit::open_descriptors().unwrap_or(16) + 2 * workers as u64;
     let fd_max = fdlimit::default_max_connections(nofile, in_use);
@@ -157,18 +211,21 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         frame: config.frame,
         mode: config.mode,
         format: config.format,
+        output,
         quiet: config.quiet,
         stats: Arc::clone(&stats),
         sink_capacity: SINK_CAPACITY,
         limits: Arc::clone(&limits),
         filter: Arc::clone(&filter),
         idle_timeout: config.idle_timeout,
+        proxy_protocol: config.proxy_from.is_some(),
     })
     .map_err(io_err("start the worker threads"))?;
     let policy = AcceptPolicy {
         filter: config.filter.clone(),
         limits: Arc::clone(&limits),
         keepalive: config.keepalive,
+        proxy_from: config.proxy_from.clone(),
     };
     let (mut acceptor, stop_waker) =
         Acceptor::new(listeners.tcp, policy).map_err(io_err("watch the listeners"))?;
@@ -177,7 +234,12 @@ pub fn start(config: Config) -> Result<(), ServerError> {
     // The acceptor keeps its own reference: closing a waker's eventfd right after
     // waking it would take the wake-up out of the poll set before it is seen.
     let signal_waker = Arc::clone(&stop_waker);
-    shutdown::on_signal(signals, move || {
+    let mut reloads = Reloads::default();
+    if config.output.reopens() {
+        let reopener = sink.reopener();
+        reloads.add("reopen the output", move || reopener.reopen());
+    }
+    shutdown::on_signal(signals, reloads, move || {
         signal_stop.store(true, Ordering::SeqCst);
         let _ = signal_waker.wake();
     })

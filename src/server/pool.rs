@@ -8,17 +8,18 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use mio::{Poll, Waker};
 
 use crate::frame::FrameConfig;
 use crate::net::filter::{ConnLimits, Filter};
-use crate::output::{Format, Notify, Sink};
+use crate::output::{Destination, Format, Notify, Sink};
 
 use super::batch::Batch;
+use super::inbox::{Job, Mailbox, WAKER};
 use super::mode::Mode;
 use super::stats::Stats;
-use super::worker::{Job, WAKER, Worker, WorkerSetup};
+use super::worker::{Worker, WorkerSetup};
 
 /// What the pool is built from.
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub struct PoolConfig {
     pub frame: FrameConfig,
     pub mode: Mode,
     pub format: Format,
+    /// Where the sink's writer delivers (stdout, a file, …).
+    pub output: Box<dyn Destination>,
     pub quiet: bool,
     pub stats: Arc<Stats>,
     /// Bytes the output queue holds before workers stop reading TCP.
@@ -39,25 +42,8 @@ pub struct PoolConfig {
     pub filter: Arc<Filter>,
     /// `--idle-timeout`; `None`: never.
     pub idle_timeout: Option<Duration>,
-}
-
-/// How to reach one worker: its inbox and the waker of its event loop.
-#[derive(Debug)]
-pub struct Mailbox {
-    inbox: Sender<Job>,
-    waker: Arc<Waker>,
-}
-
-impl Mailbox {
-    /// Queues `job` without waking the worker (see [`Mailbox::wake`]), so a burst
-    /// of jobs costs one wake-up.
-    pub fn post(&self, job: Job) {
-        let _ = self.inbox.send(job);
-    }
-
-    pub fn wake(&self) {
-        let _ = self.waker.wake();
-    }
+    /// `--proxy-protocol`: connections start with a PROXY header.
+    pub proxy_protocol: bool,
 }
 
 /// The running workers.
@@ -68,7 +54,7 @@ pub struct ThreadPool {
 }
 
 impl ThreadPool {
-    /// Starts the sink and the workers; the sink writes to stdout.
+    /// Starts the sink (writing to `config.output`) and the workers.
     pub fn new(mut config: PoolConfig) -> io::Result<(ThreadPool, Sink)> {
         let size = config.workers.max(1);
         let mut polls = Vec::with_capacity(size);
@@ -87,22 +73,30 @@ impl ThreadPool {
                 }) as Notify
             })
             .collect();
-        crate::output::pipe::grow(&io::stdout());
-        let (sink, sink_handles) =
-            Sink::start(io::stdout(), config.sink_capacity, notifiers, |err| {
+        let output = std::mem::replace(
+            &mut config.output,
+            Box::new(crate::output::dest::Plain(io::sink())),
+        );
+        let (sink, sink_handles) = Sink::start_to(
+            output,
+            config.sink_capacity,
+            notifiers,
+            Arc::clone(&config.stats.output),
+            |err| {
                 eprintln!(
                     "error: cannot write output: {}",
                     crate::error::describe(&err)
                 );
                 std::process::exit(1);
-            })?;
+            },
+        )?;
         let (done_tx, done) = crossbeam_channel::unbounded();
         let mut inboxes = Vec::with_capacity(size);
         let mut mailboxes = Vec::with_capacity(size);
         for waker in wakers {
             let (inbox, rx) = crossbeam_channel::unbounded();
             inboxes.push(rx);
-            mailboxes.push(Mailbox { inbox, waker });
+            mailboxes.push(Mailbox::new(inbox, waker));
         }
         let mailboxes: Arc<[Mailbox]> = mailboxes.into();
         for (index, ((poll, inbox), sink_handle)) in
@@ -128,6 +122,7 @@ impl ThreadPool {
                 limits: Arc::clone(&config.limits),
                 filter: Arc::clone(&config.filter),
                 idle_timeout: config.idle_timeout,
+                proxy_protocol: config.proxy_protocol,
             })?;
             thread::Builder::new()
                 .name(format!("sockpool-worker-{index}"))

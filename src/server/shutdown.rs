@@ -1,32 +1,43 @@
-//! SIGINT and SIGTERM: the first starts a graceful drain, the second exits at once.
+//! Signals: SIGINT and SIGTERM — the first starts a graceful drain, the second exits
+//! at once; SIGHUP runs the [`Reloads`] (reopen the output file, …) and never stops
+//! the server.
 
 use std::io;
 use std::thread;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::info;
 
-/// Catches SIGINT/SIGTERM from now on. Called before the `listening` lines are
-/// printed: a signal sent as soon as they appear must start a drain, not kill the
-/// process with the default action. Signals caught before [`on_signal`] runs are
-/// handled by it.
+use super::reload::Reloads;
+
+/// Catches SIGINT/SIGTERM/SIGHUP from now on. Called before the `listening` lines
+/// are printed: a signal sent as soon as they appear must start a drain (or a
+/// reopen), not kill the process with the default action. Signals caught before
+/// [`on_signal`] runs are handled by it.
 pub fn catch() -> io::Result<Signals> {
-    Signals::new([SIGINT, SIGTERM])
+    Signals::new([SIGINT, SIGTERM, SIGHUP])
 }
 
-/// Watches the `signals` from [`catch`] on a thread of its own and calls `drain` on
-/// the first.
-pub fn on_signal(mut signals: Signals, drain: impl FnOnce() + Send + 'static) -> io::Result<()> {
+/// Watches the `signals` from [`catch`] on a thread of its own: calls `drain` on the
+/// first SIGINT/SIGTERM and runs `reloads` on each SIGHUP.
+pub fn on_signal(
+    mut signals: Signals,
+    reloads: Reloads,
+    drain: impl FnOnce() + Send + 'static,
+) -> io::Result<()> {
     thread::Builder::new()
         .name("sockpool-signals".into())
         .spawn(move || {
             let mut drain = Some(drain);
             for signal in signals.forever() {
-                let name = if signal == SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
+                let name = match signal {
+                    SIGHUP => {
+                        reloads.run();
+                        continue;
+                    }
+                    SIGINT => "SIGINT",
+                    _ => "SIGTERM",
                 };
                 match drain.take() {
                     Some(drain) => {

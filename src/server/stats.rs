@@ -4,10 +4,12 @@
 //! never a locked instruction or a shared cache line; readers sum the blocks.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::message::Proto;
 use crate::net::filter::Refusal;
+use crate::output::OutputStats;
 
 /// Why a message was not handled. The names are the words the summary prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +135,8 @@ impl Counters {
 pub struct Stats {
     pub acceptor: Counters,
     pub workers: Box<[Counters]>,
+    /// The sink's writer's counters.
+    pub output: Arc<OutputStats>,
 }
 
 /// A point-in-time sum of every counter.
@@ -145,6 +149,8 @@ pub struct Totals {
     pub dropped: [u64; DropReason::ALL.len()],
     pub refused: [u64; Refusal::ALL.len()],
     pub udp_kernel_drops: u64,
+    /// Failed attempts to write the output (each retry counts).
+    pub output_errors: u64,
 }
 
 impl Stats {
@@ -152,6 +158,7 @@ impl Stats {
         Stats {
             acceptor: Counters::default(),
             workers: (0..workers).map(|_| Counters::default()).collect(),
+            output: Arc::default(),
         }
     }
 
@@ -173,6 +180,7 @@ impl Stats {
             }
             t.udp_kernel_drops += get(&c.udp_kernel_drops);
         }
+        t.output_errors = self.output.errors.load(Ordering::Relaxed);
         t
     }
 }
@@ -202,7 +210,7 @@ impl Totals {
 /// The summary line written at exit:
 /// `summary: connections 20 (open 0), messages 12345 (tcp 12000, udp 345), bytes … ,
 /// dropped 3 (oversize 3, queue_full 0, …), refused 2 (max_connections 2, …),
-/// udp_kernel_drops 0`: the reasons are the metrics' label values.
+/// udp_kernel_drops 0, output_errors 0`: the reasons are the metrics' label values.
 impl fmt::Display for Totals {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -228,7 +236,11 @@ impl fmt::Display for Totals {
             let sep = if i == 0 { "" } else { ", " };
             write!(f, "{sep}{} {}", reason.as_str(), self.refused_by(*reason))?;
         }
-        write!(f, "), udp_kernel_drops {}", self.udp_kernel_drops)
+        write!(
+            f,
+            "), udp_kernel_drops {}, output_errors {}",
+            self.udp_kernel_drops, self.output_errors
+        )
     }
 }
 
@@ -249,9 +261,10 @@ mod tests {
         stats.workers[1].dropped(DropReason::Denied);
         stats.acceptor.refused(Refusal::MaxPerIp);
         stats.workers[0].udp_kernel_drops(7);
+        stats.output.errors.fetch_add(3, Ordering::Relaxed);
         assert_eq!(
             stats.totals().to_string(),
-            "summary: connections 2 (open 1), messages 2 (tcp 1, udp 1), bytes 5 (tcp 0, udp 5), dropped 2 (oversize 0, queue_full 1, truncated 0, incomplete 0, reply_dropped 0, denied 1), refused 1 (max_connections 0, max_per_ip 1, denied 0, no_descriptors 0), udp_kernel_drops 7"
+            "summary: connections 2 (open 1), messages 2 (tcp 1, udp 1), bytes 5 (tcp 0, udp 5), dropped 2 (oversize 0, queue_full 1, truncated 0, incomplete 0, reply_dropped 0, denied 1), refused 1 (max_connections 0, max_per_ip 1, denied 0, no_descriptors 0, proxy_header 0), udp_kernel_drops 7, output_errors 3"
         );
     }
 }

@@ -183,7 +183,7 @@ impl UdpReader {
             return;
         }
         if message == DISCONNECT {
-            super::worker::udp_session_ended(self.peer(addr));
+            tracing::debug!(peer = %self.peer(addr), "udp session ended (!Disconnect)");
             return;
         }
         if actions.reply {

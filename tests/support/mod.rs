@@ -967,3 +967,57 @@ pub fn pipe_fill(fd: i32) -> (usize, usize) {
 pub fn pipe_is_full(pending: usize, size: usize) -> bool {
     pending + 64 * 1024 > size
 }
+
+/// A fresh directory in the temporary directory (mode 0755, as logrotate wants its
+/// files' directories), removed with its contents on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!(
+            "sockpool-test-{}-{name}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        TempDir { path }
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// The value of an unlabelled sample `name` on the metrics page at `addr`.
+pub fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let page = scrape(addr, "/metrics");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in:\n{page}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} is not a number"))
+}
+
+/// Waits (within [`WAIT`]) until `cond` holds, checking every 10 ms: for state that
+/// has no event to wait on, such as a file's contents. Panics with `what` otherwise.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = deadline();
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
