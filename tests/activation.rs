@@ -197,3 +197,28 @@ fn a_passed_descriptor_that_is_not_a_socket_is_an_error() {
     );
     let _ = std::io::stderr().flush();
 }
+
+#[test]
+fn a_passed_unix_socket_is_refused_until_unix_listeners_are_served() {
+    if !require_tool(ACTIVATE) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sockpool-activation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.sock");
+    let at = path.to_str().unwrap().to_string();
+    let mut server = Activated::start(&[&["-l", &at]], &[]);
+    server.wait_stderr("the socket", |l| l.contains("as 3."));
+    // The first client starts the server, which then refuses the socket.
+    let _client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let status = wait_child(&mut server.child, support::deadline()).expect("exit in time");
+    assert_eq!(status.code(), Some(1), "{status}");
+    let line = server.wait_stderr("the error", |l| l.starts_with("error: "));
+    assert_eq!(
+        line,
+        format!(
+            "error: cannot serve the socket unix {at} passed by socket activation: Unix sockets are not served yet"
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

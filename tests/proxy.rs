@@ -257,3 +257,22 @@ fn a_header_that_never_completes_is_closed_after_10_seconds() {
         1
     );
 }
+
+#[test]
+fn a_partial_header_does_not_hold_up_the_drain() {
+    let mut server = proxied(&["--drain-timeout", "30"]);
+    let _partial = send(&server, "127.0.0.1", b"PROXY TCP4 192.0.2.1");
+    let mut whole = send(
+        &server,
+        "127.0.0.1",
+        b"PROXY TCP4 192.0.2.2 10.0.0.1 1 2\r\nin\n",
+    );
+    assert_eq!(parse_text(&server.line()).msg, "in");
+    whole.write_all(b"last\n").unwrap();
+    assert_eq!(parse_text(&server.line()).msg, "last");
+    // The partial header is closed by the drain (after the second of grace for
+    // connections that have delivered nothing), not left to the drain timeout.
+    let (out, err) = server.finish();
+    assert!(out.is_empty(), "{out:?}");
+    assert!(!err.iter().any(|l| l.contains("drain timeout")), "{err:?}");
+}

@@ -424,6 +424,13 @@ impl Worker {
             return true;
         };
         match state.read(&mut conn.transport, conn.peer.addr(), gate, &self.limits) {
+            Step::Wait if matches!(conn.state, State::Draining { .. }) => {
+                // Draining: what the kernel held did not complete the header, and
+                // nothing after it counts.
+                self.doomed.push((key, CloseReason::Drained));
+                self.close_doomed();
+                false
+            }
             Step::Wait => {
                 conn.set_read_empty();
                 false
