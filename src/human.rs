@@ -19,6 +19,9 @@ impl fmt::Display for HumanDuration {
             write!(f, "{:.1}ms", d.as_secs_f64() * 1e3)
         } else if micros < 1_000_000 {
             write!(f, "{}ms", d.as_millis())
+        } else if micros < 60_000_000 && d.subsec_millis() == 0 {
+            // A setting (`--idle-timeout 5`) reads as it was written.
+            write!(f, "{}s", d.as_secs())
         } else if micros < 60_000_000 {
             write!(f, "{:.1}s", d.as_secs_f64())
         } else if d.as_secs() < 3_600 {
@@ -47,7 +50,7 @@ mod tests {
         assert_eq!(show(Duration::from_micros(2_345)), "2.3ms");
         assert_eq!(show(Duration::from_micros(123_456)), "123ms");
         assert_eq!(show(Duration::from_millis(1_234)), "1.2s");
-        assert_eq!(show(Duration::from_secs(5)), "5.0s");
+        assert_eq!(show(Duration::from_secs(5)), "5s");
         assert_eq!(show(Duration::from_secs(185)), "3m05s");
         assert_eq!(show(Duration::from_secs(7_322)), "2h02m02s");
     }

@@ -233,3 +233,24 @@ fn issue13_log_spells_the_mode_as_the_flag_does() {
     let line = server.wait_stderr("serving", |l| l.contains("serving"));
     assert!(line.contains("mode=echo"), "{line}");
 }
+
+/// Issue 13 (6): a closed connection's log line said `secs=6.475600093835965e-5`;
+/// durations read as a person writes them.
+#[test]
+fn issue13_log_durations_are_human() {
+    let server = Server::start(&[]);
+    let mut c = server.tcp();
+    c.send(b"hi\n!Disconnect\n");
+    let line = server.wait_stderr("the close", |l| l.contains("connection closed"));
+    let open_for = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("open_for="))
+        .unwrap_or_else(|| panic!("no open_for field: {line}"));
+    assert!(
+        ["µs", "ms", "s"]
+            .iter()
+            .any(|unit| open_for.ends_with(unit))
+            && !open_for.contains('e'),
+        "{line}"
+    );
+}

@@ -362,10 +362,15 @@ impl Body {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod testing {
-    //! Helpers shared by the codec tests.
+/// Helpers shared by the codec tests and the fuzz targets (`fuzz/`, built with
+/// `--cfg fuzzing`): one owned frame type, splitting and collecting. The proptest
+/// strategies are for the unit tests only.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub mod testing {
     use super::*;
+    #[cfg(test)]
     use proptest::prelude::*;
 
     /// An owned copy of a frame, for comparing.
@@ -447,15 +452,29 @@ pub(crate) mod testing {
         chunks
     }
 
+    /// Decodes `input` cut in two at every point (ripgrep's `buffer_small_capacity`
+    /// habit): each split yields `expected` and leaves nothing buffered.
+    pub fn assert_every_split(config: &FrameConfig, input: &[u8], expected: &[Owned]) {
+        for cut in 0..=input.len() {
+            let mut d = Decoder::new(config);
+            let (a, b) = input.split_at(cut);
+            assert_eq!(collect(&mut d, &[a, b], true), expected, "cut at {cut}");
+            assert_eq!(d.buffered(), 0, "cut at {cut}");
+        }
+    }
+
     /// Up to 6 cut points anywhere in a stream of up to `len` bytes.
+    #[cfg(test)]
     pub fn cuts() -> impl Strategy<Value = Vec<prop::sample::Index>> {
         proptest::collection::vec(any::<prop::sample::Index>(), 0..6)
     }
 
+    #[cfg(test)]
     pub fn points(cuts: &[prop::sample::Index], len: usize) -> Vec<usize> {
         cuts.iter().map(|i| i.index(len + 1)).collect()
     }
 
+    #[cfg(test)]
     /// Messages, mostly short, some longer than the small `max_frame` of the tests.
     pub fn messages() -> impl Strategy<Value = Vec<Vec<u8>>> {
         proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..20)
@@ -476,6 +495,7 @@ pub(crate) mod testing {
         }
     }
 
+    #[cfg(test)]
     /// The frames a counted framing (length, octet) must yield for `messages`
     /// encoded and cut off after `cut` bytes: every whole frame, then the bytes of
     /// the cut one as `Incomplete`. Returns (what the decoder gave, what it should).
@@ -510,6 +530,7 @@ pub(crate) mod testing {
         (frames, want)
     }
 
+    #[cfg(test)]
     pub fn oversize() -> impl Strategy<Value = Oversize> {
         prop_oneof![Just(Oversize::Drop), Just(Oversize::Truncate)]
     }
@@ -540,6 +561,7 @@ pub(crate) mod testing {
         }
     }
 
+    #[cfg(test)]
     #[test]
     fn a_break_stops_decoding_in_every_framing() {
         for framing in [Framing::Line, Framing::Length, Framing::Octet] {

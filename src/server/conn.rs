@@ -101,11 +101,13 @@ impl std::fmt::Display for CloseReason {
             CloseReason::SlowReceiver(pending) => {
                 write!(f, "cut off: not reading ({pending} bytes waiting)")
             }
-            CloseReason::Idle(timeout) => write!(f, "idle for {}s", timeout.as_secs_f64()),
+            CloseReason::Idle(timeout) => {
+                write!(f, "idle for {}", crate::human::duration(*timeout))
+            }
             CloseReason::HandshakeTimeout(timeout) => write!(
                 f,
-                "TLS handshake not finished within {}s",
-                timeout.as_secs_f64()
+                "TLS handshake not finished within {}",
+                crate::human::duration(*timeout)
             ),
             CloseReason::Error(err) => f.write_str(&crate::net::describe(err)),
         }

@@ -706,7 +706,7 @@ impl Worker {
                 conn = conn.id,
                 peer = %conn.peer,
                 messages = conn.messages,
-                secs = conn.opened.elapsed().as_secs_f32(),
+                open_for = %crate::human::duration(conn.opened.elapsed()),
                 "connection closed: {reason}"
             );
         }
