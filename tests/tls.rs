@@ -580,3 +580,33 @@ fn a_proxy_header_comes_before_the_tls_handshake() {
         "{line}"
     );
 }
+
+#[test]
+fn a_sender_that_closes_right_after_its_last_message_loses_nothing() {
+    if !require_tool("python3") {
+        return;
+    }
+    let pki = Pki::new("closer");
+    let server = tls_server(&pki, &[]);
+    let port = server.tcp_addr().port();
+    // Python's ssl sends, then closes without reading: nothing the server sends
+    // unasked after the handshake may turn that into a reset that eats the message.
+    let script = format!(
+        "import socket, ssl\n\
+         ctx = ssl.create_default_context(cafile={ca:?})\n\
+         for i in range(30):\n\
+         \x20   with socket.create_connection(('127.0.0.1', {port})) as raw:\n\
+         \x20       with ctx.wrap_socket(raw, server_hostname='localhost') as tls:\n\
+         \x20           tls.sendall(b'closer %d\\n' % i)\n",
+        ca = s(&pki.path("ca.pem"))
+    );
+    let mut cmd = clean_command("python3");
+    cmd.args(["-c", &script]);
+    let out = run(cmd, b"");
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let mut got: Vec<String> = server.lines(30).iter().map(|l| parse_text(l).msg).collect();
+    got.sort();
+    let mut want: Vec<String> = (0..30).map(|i| format!("closer {i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+}

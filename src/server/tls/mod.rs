@@ -134,13 +134,20 @@ fn build(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    builder
+    let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|err| TlsError::Mismatch {
             cert: settings.cert.clone(),
             key: settings.key.clone(),
             why: err.to_string(),
-        })
+        })?;
+    // No TLS 1.3 session tickets: they are sent after the handshake, unasked, and
+    // a sender that writes its last message and closes without reading (Python's
+    // ssl, most log shippers) answers them with a reset, which can discard that
+    // message from the server's receive queue before it is read. A sink must not
+    // lose it; resumption is the price (TLS 1.2 session ids still resume).
+    config.send_tls13_tickets = 0;
+    Ok(config)
 }
 
 /// Every certificate in a PEM file (a chain: the server's first).
