@@ -4,7 +4,8 @@
 //! Everything socket2 wraps safely goes through socket2 instead.
 //!
 //! Calls that live here: `setsockopt(SO_RXQ_OVFL)` (socket2 has no wrapper),
-//! `ioctl(FIONREAD)`, `getrlimit`/`setrlimit(RLIMIT_NOFILE)` and `recvmmsg`.
+//! `ioctl(FIONREAD)`, `getrlimit`/`setrlimit(RLIMIT_NOFILE)`, `recvmmsg`, and for
+//! Unix sockets `getsockopt(SO_PEERCRED)` and `recvmsg` with SCM_CREDENTIALS.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -122,5 +123,97 @@ mod tests {
         assert_eq!(unread_bytes(&socket).unwrap(), 0);
         let (soft, hard) = nofile_limit().unwrap();
         assert!(soft <= hard);
+    }
+}
+
+/// The pid and uid of a Unix stream's peer (SO_PEERCRED).
+pub fn peer_credentials<S: AsFd>(socket: &S) -> io::Result<(i32, u32)> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED writes at most `len` bytes (one ucred) through the pointer,
+    // which points to a live local of that size; `len` is a live local too.
+    syscall!(getsockopt(
+        socket.as_fd().as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_PEERCRED,
+        std::ptr::from_mut(&mut cred).cast(),
+        std::ptr::from_mut(&mut len),
+    ))?;
+    Ok((cred.pid, cred.uid))
+}
+
+/// Room for one SCM_CREDENTIALS control message, as `u64`s so that it is aligned
+/// for a `cmsghdr`.
+pub fn credentials_space() -> Vec<u64> {
+    // SAFETY: CMSG_SPACE only computes a size.
+    let bytes = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::ucred>() as u32) } as usize;
+    vec![0; bytes.div_ceil(8)]
+}
+
+/// What one `recvmsg` on a Unix datagram socket gave.
+#[derive(Debug)]
+pub struct Received {
+    /// The datagram's full size (more than the buffer when `truncated`).
+    pub size: usize,
+    pub truncated: bool,
+    /// The sender's pid and uid (SCM_CREDENTIALS), when they came.
+    pub credentials: Option<(i32, u32)>,
+}
+
+/// Receives one datagram without waiting, with the sender's credentials (the
+/// socket has SO_PASSCRED) and address; `cmsg` is from [`credentials_space`].
+pub fn recv_with_credentials<S: AsRawFd>(
+    socket: &S,
+    buf: &mut [u8],
+    cmsg: &mut [u64],
+) -> io::Result<(Received, socket2::SockAddr)> {
+    let fd = socket.as_raw_fd();
+    // SAFETY: `try_init` hands a zeroed address storage and its length; the
+    // msghdr below points at it, at `buf` and at `cmsg`, all live for the call,
+    // with their true sizes, and recvmsg writes within them. The control messages
+    // are walked with the CMSG_* macros over the msghdr recvmsg filled, and one is
+    // read as a ucred only when its type and length say it is one.
+    unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = storage.cast();
+            msg.msg_namelen = *len;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = cmsg.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(cmsg);
+            let n = syscall!(recvmsg(
+                fd,
+                &mut msg,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC | libc::MSG_CMSG_CLOEXEC
+            ))?;
+            *len = msg.msg_namelen;
+            let mut credentials = None;
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET
+                    && (*c).cmsg_type == libc::SCM_CREDENTIALS
+                    && (*c).cmsg_len as usize
+                        >= libc::CMSG_LEN(std::mem::size_of::<libc::ucred>() as u32) as usize
+                {
+                    let cred: libc::ucred = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    credentials = Some((cred.pid, cred.uid));
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+            Ok(Received {
+                size: usize::try_from(n).unwrap_or(0),
+                truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+                credentials,
+            })
+        })
     }
 }

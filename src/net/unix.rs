@@ -2,20 +2,19 @@
 //! binding them, and who the peer is. Calls that live here: `bind`/`listen` on a
 //! path (a stale socket file is replaced, a live one is "address already in use",
 //! a file that is not a socket is never touched), `chmod` to `--unix-mode`,
-//! SO_PEERCRED, SO_PASSCRED, and `recvmsg`/`sendto` with SCM_CREDENTIALS.
+//! SO_PEERCRED, SO_PASSCRED, and `recvmsg` with SCM_CREDENTIALS (the raw calls
+//! themselves are in `net::sys`, the one place that calls libc; no FFI crate).
 //!
 //! A peer is shown by its kernel-vouched credentials, `pid=PID,uid=UID`; a Unix
 //! socket has no IP address, so `--allow`/`--deny`/`--max-per-ip` never apply.
 
 use std::fmt;
 use std::fs;
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-
-use nix::sys::socket::{self, ControlMessageOwned, MsgFlags, UnixAddr, sockopt};
 
 use super::NetError;
 
@@ -126,8 +125,8 @@ pub fn bind_unix(addr: &UnixPath, mode: u32, backlog: i32) -> Result<UnixBound, 
             fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(fail)?;
             socket.set_nonblocking(true).map_err(fail)?;
             // Every datagram then carries its sender's credentials.
-            socket::setsockopt(&socket, sockopt::PassCred, &true)
-                .map_err(|errno| fail(io::Error::from(errno)))?;
+            super::sys::setsockopt_int(&socket, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
+                .map_err(fail)?;
             UnixBound::Datagram(socket, file)
         }
     };
@@ -154,8 +153,8 @@ pub fn from_activated(
             streams.push(UnixListener::from(std::os::fd::OwnedFd::from(socket)));
         } else {
             let socket = UnixDatagram::from(std::os::fd::OwnedFd::from(socket));
-            socket::setsockopt(&socket, sockopt::PassCred, &true)
-                .map_err(|errno| fail(io::Error::from(errno)))?;
+            super::sys::setsockopt_int(&socket, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
+                .map_err(fail)?;
             datagrams.push(socket);
         }
     }
@@ -205,8 +204,8 @@ pub fn credentials_text(pid: i32, uid: u32) -> String {
 /// The credentials of a Unix stream's peer (SO_PEERCRED), as shown; `-` when the
 /// kernel does not say.
 pub fn peer_credentials<S: AsFd>(stream: &S) -> String {
-    match socket::getsockopt(stream, sockopt::PeerCredentials) {
-        Ok(cred) => credentials_text(cred.pid(), cred.uid()),
+    match super::sys::peer_credentials(stream) {
+        Ok((pid, uid)) => credentials_text(pid, uid),
         Err(_) => "-".to_string(),
     }
 }
@@ -223,7 +222,7 @@ pub struct UnixDatagramIn {
     /// The sender's pid and uid (SCM_CREDENTIALS).
     pub credentials: Option<(i32, u32)>,
     /// Where replies can go, when the sender's socket has an address.
-    pub sender: Option<UnixAddr>,
+    pub sender: Option<socket2::SockAddr>,
 }
 
 /// Receives one datagram without waiting; `cmsg` is space for the credentials
@@ -231,49 +230,29 @@ pub struct UnixDatagramIn {
 pub fn recv_with_credentials<S: AsRawFd>(
     socket: &S,
     buf: &mut [u8],
-    cmsg: &mut [u8],
+    cmsg: &mut [u64],
 ) -> io::Result<UnixDatagramIn> {
     let room = buf.len();
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = socket::recvmsg::<UnixAddr>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(cmsg),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC | MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    let mut credentials = None;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::ScmCredentials(cred) = c {
-                credentials = Some((cred.pid(), cred.uid()));
-            }
-        }
-    }
-    // An unbound sender's address is only its family (nix would panic reading a
-    // shorter one): nothing to reply to.
-    let named = std::mem::size_of::<libc::sa_family_t>();
-    let sender = msg
-        .address
-        .filter(|a| socket::SockaddrLike::len(a) as usize > named);
-    let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
+    let (got, from) = super::sys::recv_with_credentials(socket, buf, cmsg)?;
+    // An unbound sender's address is only its family: nothing to reply to.
+    let sender = (from.is_unix() && !from.is_unnamed()).then_some(from);
     Ok(UnixDatagramIn {
-        len: msg.bytes.min(room),
-        size: msg.bytes,
-        truncated,
-        credentials,
+        len: got.size.min(room),
+        size: got.size,
+        truncated: got.truncated,
+        credentials: got.credentials,
         sender,
     })
 }
 
 /// Room for one SCM_CREDENTIALS message.
-pub fn credentials_space() -> Vec<u8> {
-    nix::cmsg_space!(socket::UnixCredentials)
+pub fn credentials_space() -> Vec<u64> {
+    super::sys::credentials_space()
 }
 
-/// Sends `bytes` to `to` without waiting.
-pub fn send_to<S: AsRawFd>(socket: &S, bytes: &[u8], to: &UnixAddr) -> io::Result<usize> {
-    socket::sendto(socket.as_raw_fd(), bytes, to, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
+/// Sends `bytes` to `to` without waiting (the socket is non-blocking).
+pub fn send_to<S: AsFd>(socket: &S, bytes: &[u8], to: &socket2::SockAddr) -> io::Result<usize> {
+    socket2::SockRef::from(socket).send_to(bytes, to)
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub struct UnixgramReader {
     /// Edge-triggered: set by an event, cleared at `WouldBlock`.
     pub readable: bool,
     /// Space for the credentials of each datagram, reused.
-    cmsg: Vec<u8>,
+    cmsg: Vec<u64>,
     /// The last sender's credentials, formatted: a sender usually sends many.
     last_peer: Option<(Option<(i32, u32)>, Peer)>,
 }
