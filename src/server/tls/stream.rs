@@ -80,6 +80,23 @@ impl TlsStream {
         subject::subject(cert.as_ref())
     }
 
+    /// Has rustls act on the records it has read: a failed handshake is recorded
+    /// (and its alert sent if the socket takes it), a finished one noted.
+    fn process(&mut self) -> io::Result<()> {
+        let handshaking = self.conn.is_handshaking();
+        if let Err(err) = self.conn.process_new_packets() {
+            if handshaking {
+                self.failure = Some((TlsFailure::of(&err), err.to_string()));
+            }
+            let _ = self.conn.write_tls(&mut self.sock);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, err));
+        }
+        if handshaking && !self.conn.is_handshaking() {
+            self.subject_pending = true;
+        }
+        Ok(())
+    }
+
     /// Takes bytes of the TLS stream that were read from the socket before it
     /// (what followed a PROXY header) and acts on them as a read would: the
     /// handshake's replies are sent, a failure is recorded.
@@ -88,17 +105,7 @@ impl TlsStream {
             if self.conn.read_tls(&mut bytes)? == 0 {
                 break;
             }
-            let handshaking = self.conn.is_handshaking();
-            if let Err(err) = self.conn.process_new_packets() {
-                if handshaking {
-                    self.failure = Some((TlsFailure::of(&err), err.to_string()));
-                }
-                let _ = self.conn.write_tls(&mut self.sock);
-                return Err(io::Error::new(io::ErrorKind::InvalidData, err));
-            }
-            if handshaking && !self.conn.is_handshaking() {
-                self.subject_pending = true;
-            }
+            self.process()?;
         }
         match self.flush() {
             Err(err) if err.kind() != io::ErrorKind::WouldBlock => Err(err),
@@ -155,18 +162,7 @@ impl TlsStream {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(err),
             }
-            let handshaking = self.conn.is_handshaking();
-            if let Err(err) = self.conn.process_new_packets() {
-                if handshaking {
-                    self.failure = Some((TlsFailure::of(&err), err.to_string()));
-                }
-                // The alert rustls queued for the peer, if the socket takes it.
-                let _ = self.conn.write_tls(&mut self.sock);
-                return Err(io::Error::new(io::ErrorKind::InvalidData, err));
-            }
-            if handshaking && !self.conn.is_handshaking() {
-                self.subject_pending = true;
-            }
+            self.process()?;
             // Handshake replies go out now; a full socket sends them on WRITABLE.
             match self.flush() {
                 Ok(()) => {}
