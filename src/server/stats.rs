@@ -151,6 +151,22 @@ pub struct Totals {
     pub udp_kernel_drops: u64,
     /// Failed attempts to write the output (each retry counts).
     pub output_errors: u64,
+    /// With NATS output: what was published and acknowledged.
+    pub nats: Option<NatsTotals>,
+}
+
+/// NATS publishing, for the summary and the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatsTotals {
+    pub published: u64,
+    pub acknowledged: u64,
+}
+
+impl NatsTotals {
+    /// Published and not (yet) acknowledged: `sockpool_nats_pending`.
+    pub fn unacknowledged(&self) -> u64 {
+        self.published.saturating_sub(self.acknowledged)
+    }
 }
 
 impl Stats {
@@ -181,6 +197,15 @@ impl Stats {
             t.udp_kernel_drops += get(&c.udp_kernel_drops);
         }
         t.output_errors = self.output.errors.load(Ordering::Relaxed);
+        if self.output.nats.load(Ordering::Relaxed) {
+            // Acknowledgements first: read after, `published` is never behind them.
+            let acknowledged = self.output.nats_acked.load(Ordering::SeqCst);
+            let published = self.output.nats_published.load(Ordering::SeqCst);
+            t.nats = Some(NatsTotals {
+                published,
+                acknowledged,
+            });
+        }
         t
     }
 }
@@ -240,13 +265,38 @@ impl fmt::Display for Totals {
             f,
             "), udp_kernel_drops {}, output_errors {}",
             self.udp_kernel_drops, self.output_errors
-        )
+        )?;
+        if let Some(nats) = &self.nats {
+            write!(
+                f,
+                ", nats published {} (acknowledged {}, unacknowledged {})",
+                nats.published,
+                nats.acknowledged,
+                nats.unacknowledged()
+            )?;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nats_output_adds_published_and_acknowledged() {
+        let stats = Stats::new(1);
+        assert_eq!(stats.totals().nats, None);
+        stats.output.nats.store(true, Ordering::Relaxed);
+        stats.output.nats_published.fetch_add(10, Ordering::Relaxed);
+        stats.output.nats_acked.fetch_add(7, Ordering::Relaxed);
+        let totals = stats.totals();
+        assert!(
+            totals
+                .to_string()
+                .ends_with("output_errors 0, nats published 10 (acknowledged 7, unacknowledged 3)")
+        );
+    }
 
     #[test]
     fn summary_sums_every_thread() {
