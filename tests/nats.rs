@@ -10,12 +10,15 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream::StorageType};
-use support::{Server, TempDir, clean_command, metric, require_tool, run, summary, wait_until};
+use support::{
+    Server, TempDir, clean_command, metric, require_tool, run, summary, summary_count, wait_until,
+};
 
 /// A port free now (bound and released): for servers that must be restarted on
 /// the same port, or that must know each other's ports in advance.
@@ -123,17 +126,47 @@ fn read_stream(url: &str, stream: &str) -> Vec<Stored> {
     runtime().block_on(async {
         let client = async_nats::connect(url).await.unwrap();
         let js = jetstream::new(client);
-        let mut handle = js.get_stream(stream).await.unwrap();
-        let total = handle.info().await.unwrap().state.messages;
-        let consumer = handle
-            .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-            .await
-            .unwrap();
-        let mut messages = consumer.messages().await.unwrap();
+        // A cluster that just lost a node may take a while to answer API requests
+        // (a new meta leader): retry, within a deadline.
+        let until = Instant::now() + Duration::from_secs(60);
+        let (total, mut messages) = loop {
+            let attempt = async {
+                let mut handle = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+                let total = handle
+                    .info()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .state
+                    .messages;
+                let consumer = handle
+                    .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let messages = consumer.messages().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>((total, messages))
+            };
+            match attempt.await {
+                Ok(found) => break found,
+                Err(err) => {
+                    assert!(Instant::now() < until, "cannot read stream {stream}: {err}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
         let mut out = Vec::new();
+        let until = Instant::now() + Duration::from_secs(120);
         while (out.len() as u64) < total {
+            assert!(Instant::now() < until, "reading {stream} took too long");
             let next = tokio::time::timeout(support::WAIT, messages.next()).await;
-            let m = next.expect("the stream is read").unwrap().unwrap();
+            let m = match next.expect("the stream is read") {
+                Some(Ok(m)) => m,
+                // The ordered consumer recreates itself after a hiccup and goes on.
+                Some(Err(err)) => {
+                    eprintln!("reading {stream}: {err}");
+                    continue;
+                }
+                None => panic!("the stream of {stream} ended after {}", out.len()),
+            };
             let headers = m
                 .headers
                 .iter()
@@ -233,6 +266,36 @@ fn assert_exactly_once_in_order(stored: &[Stored], sent: &[usize]) {
             );
         }
     }
+}
+
+/// Like [`assert_exactly_once_in_order`], for a run with faults: every message
+/// exactly once; the order may differ where messages were published again.
+fn assert_exactly_once(stored: &[Stored], sent: &[usize]) {
+    let mut count: HashMap<(usize, usize), usize> = HashMap::new();
+    for m in stored {
+        let (conn, seq) = ids(&m.payload);
+        assert_eq!(m.payload, payload(conn, seq), "payload exact");
+        *count.entry((conn, seq)).or_default() += 1;
+    }
+    let dups: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        dups.is_empty(),
+        "{} duplicated, e.g. {:?}",
+        dups.len(),
+        dups.first()
+    );
+    for (conn, n) in sent.iter().enumerate() {
+        let missing: Vec<usize> = (0..*n)
+            .filter(|s| !count.contains_key(&(conn, *s)))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "connection {conn}: {} of {n} missing, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+    assert_eq!(stored.len(), sent.iter().sum::<usize>());
 }
 
 fn sockpool(url: &str, extra: &[&str]) -> Server {
@@ -459,4 +522,173 @@ fn unacknowledged_messages_at_the_drain_timeout_exit_1() {
         stderr.last().unwrap(),
         "error: 100 messages not acknowledged by NATS within the drain timeout (2s)"
     );
+}
+
+/// Most messages one steady sender sends: the kernel buffers several megabytes
+/// per connection, so a flood must be bounded for the drain to be quick.
+const PER_SENDER_CAP: usize = 15_000;
+
+/// Senders that go on until told to stop (or a cap, or 120 s), as fast as the
+/// server takes their lines, so that the window of publishes in flight is full when
+/// a fault strikes; each returns how many it sent.
+fn steady_senders(
+    addr: SocketAddr,
+    conns: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<thread::JoinHandle<usize>> {
+    (0..conns)
+        .map(|c| {
+            let stop = Arc::clone(stop);
+            thread::spawn(move || {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                stream
+                    .set_write_timeout(Some(Duration::from_secs(90)))
+                    .unwrap();
+                let until = Instant::now() + Duration::from_secs(120);
+                let mut seq = 0;
+                while !stop.load(Ordering::SeqCst) && seq < PER_SENDER_CAP && Instant::now() < until
+                {
+                    let mut chunk = Vec::new();
+                    for _ in 0..50 {
+                        chunk.extend_from_slice(&payload(c, seq));
+                        chunk.push(b'\n');
+                        seq += 1;
+                    }
+                    stream.write_all(&chunk).unwrap();
+                }
+                stream.write_all(b"!Disconnect\n").unwrap();
+                // Wait for the server to close: it has read everything. (A drain
+                // started earlier would cut off what is still in flight.)
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(90)))
+                    .unwrap();
+                let _ = std::io::Read::read(&mut stream, &mut [0u8; 16]);
+                seq
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_and_restarted_nats_server_loses_and_repeats_nothing() {
+    if !require_tool("nats-server") {
+        return;
+    }
+    let store = TempDir::new("nats-store");
+    let mut nats = NatsServer::start(&store.path);
+    let url = format!("{}/sockpool.messages", nats.url());
+    let mut server = sockpool(&url, &["--drain-timeout", "60"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders = steady_senders(server.tcp_addr(), 4, &stop);
+    let acked = || metric(server.metrics_addr(), "sockpool_nats_acked_total");
+    let t0 = Instant::now();
+    wait_until("some messages are acknowledged", || acked() > 5000);
+    eprintln!("{:?} killing", t0.elapsed());
+    nats.kill();
+    let at_kill = acked();
+    // The scenario: NATS is away for 2 s.
+    thread::sleep(Duration::from_secs(2));
+    nats.spawn();
+    eprintln!("{:?} restarted", t0.elapsed());
+    wait_until("publishing has resumed", || acked() > at_kill + 5000);
+    eprintln!("{:?} resumed", t0.elapsed());
+    stop.store(true, Ordering::SeqCst);
+    let sent: Vec<usize> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+    eprintln!("{:?} senders done: {sent:?}", t0.elapsed());
+    let (_, stderr) = server.finish();
+    eprintln!("{:?} server done: {}", t0.elapsed(), summary(&stderr));
+    let s = summary(&stderr);
+    assert!(summary_count(s, "unacknowledged") == 0, "{s}");
+    assert_exactly_once(&read_stream(&nats.url(), "SOCKPOOL"), &sent);
+}
+
+#[test]
+fn a_three_node_cluster_loses_a_node_and_nothing_else() {
+    if !require_tool("nats-server") {
+        return;
+    }
+    let stores: Vec<TempDir> = (0..3)
+        .map(|i| TempDir::new(&format!("nats-node{i}")))
+        .collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let routes = cluster_ports
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes: Vec<NatsServer> = (0..3)
+        .map(|i| {
+            NatsServer::start_with(
+                ports[i],
+                &stores[i].path,
+                &[
+                    "-n".into(),
+                    format!("node{i}"),
+                    "--cluster_name".into(),
+                    "sockpool-test".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{}", cluster_ports[i]),
+                    "--routes".into(),
+                    routes.clone(),
+                ],
+            )
+        })
+        .collect();
+    // A stream of 3 replicas, once the cluster has elected its JetStream leader.
+    let urls: Vec<String> = nodes.iter().map(NatsServer::url).collect();
+    let leader = runtime().block_on(async {
+        let addrs: Vec<async_nats::ServerAddr> = urls.iter().map(|u| u.parse().unwrap()).collect();
+        let client = async_nats::connect(addrs).await.unwrap();
+        let js = jetstream::new(client);
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let created = js
+                .create_stream(jetstream::stream::Config {
+                    name: "REPLICATED".into(),
+                    subjects: vec!["replicated.>".into()],
+                    storage: StorageType::File,
+                    num_replicas: 3,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(mut stream) => {
+                    let info = stream.info().await.unwrap();
+                    break info
+                        .cluster
+                        .as_ref()
+                        .and_then(|c| c.leader.clone())
+                        .unwrap();
+                }
+                Err(err) => {
+                    assert!(Instant::now() < until, "no stream in the cluster: {err}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    let url = format!(
+        "{}/replicated.sockpool",
+        urls.iter()
+            .map(|u| u.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut server = sockpool(&url, &["--drain-timeout", "60"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders = steady_senders(server.tcp_addr(), 4, &stop);
+    let acked = || metric(server.metrics_addr(), "sockpool_nats_acked_total");
+    wait_until("some messages are acknowledged", || acked() > 5000);
+    // Kill the stream's leader: the other two elect a new one.
+    let victim: usize = leader.trim_start_matches("node").parse().unwrap();
+    nodes[victim].kill();
+    let at_kill = acked();
+    wait_until("publishing goes on", || acked() > at_kill + 5000);
+    stop.store(true, Ordering::SeqCst);
+    let sent: Vec<usize> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+    let (_, stderr) = server.finish();
+    assert!(summary_count(summary(&stderr), "unacknowledged") == 0);
+    let alive = urls[(victim + 1) % 3].clone();
+    assert_exactly_once(&read_stream(&alive, "REPLICATED"), &sent);
 }
