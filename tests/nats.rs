@@ -460,6 +460,33 @@ fn bad_urls_are_usage_errors_and_bad_credentials_one_line() {
     );
     assert!(!out.stderr.contains("wrong"), "{}", out.stderr);
 
+    // A stream that would lose the guarantee is refused, in one line.
+    let plain = NatsServer::start(&store.path.join("plain"));
+    runtime().block_on(async {
+        let client = async_nats::connect(plain.url()).await.unwrap();
+        jetstream::new(client)
+            .create_stream(jetstream::stream::Config {
+                name: "NOACK".into(),
+                subjects: vec!["noack.>".into()],
+                no_ack: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    });
+    let mut cmd = clean_command(support::SERVER);
+    cmd.args(["-l", "127.0.0.1:0", "-q", "--output"])
+        .arg(format!("{}/noack.sockpool", plain.url()));
+    let out = run(cmd, b"");
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert_eq!(
+        out.stderr.lines().last().unwrap(),
+        format!(
+            "error: cannot open output {}/noack.sockpool: stream NOACK captures noack.sockpool but does not acknowledge publishes (no_ack): messages could be lost unseen",
+            plain.url()
+        )
+    );
+
     // The right password publishes.
     let url = format!(
         "nats://sockpool:right@127.0.0.1:{}/sockpool.messages",

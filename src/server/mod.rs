@@ -104,9 +104,7 @@ pub enum ServerError {
         target: String,
         source: std::io::Error,
     },
-    #[error(
-        "{unacknowledged} messages not acknowledged by NATS within the drain timeout ({timeout:?})"
-    )]
+    #[error("{}", unacknowledged_text(*.unacknowledged, .timeout))]
     Unacknowledged {
         unacknowledged: u64,
         timeout: Duration,
@@ -116,6 +114,17 @@ pub enum ServerError {
         action: &'static str,
         source: std::io::Error,
     },
+}
+
+fn unacknowledged_text(unacknowledged: u64, timeout: &Duration) -> String {
+    if unacknowledged == 0 {
+        // Everything published was acknowledged, but not everything was published.
+        format!("output to NATS not finished within the drain timeout ({timeout:?})")
+    } else {
+        format!(
+            "{unacknowledged} messages not acknowledged by NATS within the drain timeout ({timeout:?})"
+        )
+    }
 }
 
 fn io_err(action: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
