@@ -87,8 +87,9 @@ async fn publish(
         headers.insert("Sockpool-Peer", "127.0.0.1:54321");
         headers.insert("Sockpool-Conn", "17");
         headers.insert("Nats-Msg-Id", format!("{prefix}-{seq}").as_str());
-        // Kept until acknowledged, as sockpool keeps a message it may republish.
-        kept.push_back((headers.clone(), payload.clone()));
+        // Kept until acknowledged, as sockpool keeps what it needs to republish a
+        // message (its payload; the headers follow from the sequence number).
+        kept.push_back((seq, payload.clone()));
         let message = PublishMessage::build()
             .payload(payload.clone())
             .headers(headers);

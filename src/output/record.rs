@@ -69,26 +69,42 @@ pub struct Records<'a> {
     rest: &'a [u8],
 }
 
+impl<'a> Records<'a> {
+    /// The next record whole, as encoded (to be kept and [`parse`]d again later).
+    pub fn next_encoded(&mut self) -> Option<&'a [u8]> {
+        let (len, _) = take_u32(self.rest)?;
+        let whole = self.rest.get(..4 + len)?;
+        parse(whole)?;
+        self.rest = &self.rest[whole.len()..];
+        Some(whole)
+    }
+}
+
 impl<'a> Iterator for Records<'a> {
     type Item = Record<'a>;
 
     fn next(&mut self) -> Option<Record<'a>> {
-        let (len, rest) = take_u32(self.rest)?;
-        let body = rest.get(..len)?;
-        let after = rest.get(len..)?;
-        let (ts, body) = take_field(body)?;
-        let (proto, body) = take_field(body)?;
-        let (peer, body) = take_field(body)?;
-        let (conn, payload) = take_field(body)?;
-        self.rest = after;
-        Some(Record {
-            ts,
-            proto,
-            peer,
-            conn,
-            payload,
-        })
+        self.next_encoded().and_then(parse)
     }
+}
+
+/// Decodes one whole record (as [`Records::next_encoded`] gives it).
+pub fn parse(encoded: &[u8]) -> Option<Record<'_>> {
+    let (len, body) = take_u32(encoded)?;
+    if body.len() != len {
+        return None;
+    }
+    let (ts, body) = take_field(body)?;
+    let (proto, body) = take_field(body)?;
+    let (peer, body) = take_field(body)?;
+    let (conn, payload) = take_field(body)?;
+    Some(Record {
+        ts,
+        proto,
+        peer,
+        conn,
+        payload,
+    })
 }
 
 fn take_u32(buf: &[u8]) -> Option<(usize, &[u8])> {

@@ -32,7 +32,7 @@ use async_nats::jetstream::context::{
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
-use async_nats::{ConnectErrorKind, ConnectOptions, Event, HeaderMap, ServerAddr};
+use async_nats::{ConnectErrorKind, ConnectOptions, Event, HeaderMap, HeaderName, ServerAddr};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -42,7 +42,7 @@ use tracing::{info, warn};
 
 use super::OutputStats;
 use super::dest::{Destination, WriterWake, fatal};
-use super::record::{Record, records};
+use super::record::{self, records};
 
 pub use url::NatsTarget;
 
@@ -70,11 +70,20 @@ pub struct NatsOutput {
     wake: Arc<Notify>,
 }
 
-/// One message, kept until JetStream acknowledges it.
+/// One message, kept until JetStream acknowledges it: its record as the worker
+/// encoded it (a slice of the batch, shared, not copied) and its sequence number.
+/// The NATS message is built from it at each publish, so keeping it for a
+/// republish costs no copy of its headers.
 struct Pending {
-    headers: HeaderMap,
-    payload: Bytes,
+    record: Bytes,
+    sequence: u64,
 }
+
+/// Header names, built once.
+const TS: HeaderName = HeaderName::from_static("Sockpool-Ts");
+const PROTO: HeaderName = HeaderName::from_static("Sockpool-Proto");
+const PEER: HeaderName = HeaderName::from_static("Sockpool-Peer");
+const CONN: HeaderName = HeaderName::from_static("Sockpool-Conn");
 
 struct Publisher {
     target: NatsTarget,
@@ -346,31 +355,43 @@ impl Publisher {
                 Err(err) => self.failed(&err.to_string()).await,
             }
         }
-        for record in records(batch) {
-            let pending = self.pending(&record);
-            self.unsent.push_back(pending);
+        // One copy of the batch; each message shares it.
+        let batch = Bytes::copy_from_slice(batch);
+        let mut encoded = records(&batch);
+        while let Some(one) = encoded.next_encoded() {
+            self.sequence += 1;
+            self.unsent.push_back(Pending {
+                record: batch.slice_ref(one),
+                sequence: self.sequence,
+            });
             self.stats.nats_published.fetch_add(1, Ordering::Relaxed);
             self.pump().await;
         }
         Ok(())
     }
 
-    fn pending(&mut self, record: &Record<'_>) -> Pending {
-        self.sequence += 1;
+    /// The NATS message for `pending`: its payload (shared) and its headers.
+    fn message(&self, pending: &Pending) -> PublishMessage {
+        let Some(r) = record::parse(&pending.record) else {
+            // Never: the record was parsed when it was taken from its batch.
+            return PublishMessage::build();
+        };
+        // The fields were formatted by the worker: ASCII.
+        fn text(b: &[u8]) -> &str {
+            std::str::from_utf8(b).unwrap_or("-")
+        }
         let mut headers = HeaderMap::new();
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        headers.insert("Sockpool-Ts", text(record.ts).as_str());
-        headers.insert("Sockpool-Proto", text(record.proto).as_str());
-        headers.insert("Sockpool-Peer", text(record.peer).as_str());
-        if !record.conn.is_empty() {
-            headers.insert("Sockpool-Conn", text(record.conn).as_str());
+        headers.insert(TS, text(r.ts));
+        headers.insert(PROTO, text(r.proto));
+        headers.insert(PEER, text(r.peer));
+        if !r.conn.is_empty() {
+            headers.insert(CONN, text(r.conn));
         }
-        let id = format!("{}-{}", self.id_prefix, self.sequence);
+        let id = format!("{}-{}", self.id_prefix, pending.sequence);
         headers.insert("Nats-Msg-Id", id.as_str());
-        Pending {
-            headers,
-            payload: Bytes::copy_from_slice(record.payload),
-        }
+        PublishMessage::build()
+            .payload(pending.record.slice_ref(r.payload))
+            .headers(headers)
     }
 
     /// Publishes what is waiting while the window has room, settling
@@ -388,9 +409,7 @@ impl Publisher {
                 self.unsent.push_front(next);
                 return;
             };
-            let message = PublishMessage::build()
-                .payload(next.payload.clone())
-                .headers(next.headers.clone());
+            let message = self.message(&next);
             match js.send_publish(self.target.subject.clone(), message).await {
                 Ok(ack) => {
                     self.acks.push_back(ack.into_future());
