@@ -4,7 +4,14 @@
 //!
 //! `cargo build --release --bins --examples && cargo bench --bench matrix [-- P1 P4 …]`
 //! Environment: `MATRIX_RUNS` (default 3); `MATRIX_SOCKPOOL=PATH` runs another build
-//! of the server in sockpool's place (an A/B of a change against the same baselines).
+//! of the server in sockpool's place (an A/B of a change against the same baselines),
+//! `MATRIX_TOKIO=PATH` another build of the baseline;
+//! `MATRIX_QUICK=1` shrinks every count and duration (a smoke run that proves the
+//! rows work, in a minute or two; its numbers mean nothing).
+//!
+//! P4 writes its latency distributions as `.hgrm` files (HdrHistogram's text format)
+//! under `target/matrix/` and, when `python3` is there, plots them with
+//! `scripts/hgrm_plot.py` into `target/matrix/P4.svg`.
 //!
 //! The load comes from this process, on loopback; every loop is bounded in count and
 //! time. Servers run with `-w 2` and `-q`, stdout into a pipe read by a thread here
@@ -21,8 +28,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use socket2::{Domain, Socket, Type};
+use sockpool::bench::histogram::Latency;
 
 const TCP_CONNS: usize = 100;
 const P1_PER_CONN: usize = 60_000;
@@ -35,12 +42,41 @@ const P1D_REPEAT: usize = 30;
 const MSG: usize = 64;
 const IDLE_CONNS: usize = 19_000;
 const WAIT: Duration = Duration::from_secs(120);
+/// P3c: the most loss a rate may show and still count as carried (0.01%).
+const CAPACITY_LOSS: f64 = 0.0001;
+/// P3c: each rate is probed this many times and passes on the median loss.
+const PROBE_REPEATS: usize = 3;
+
+/// `MATRIX_QUICK=1`: every count and duration shrunk for a smoke run.
+fn quick() -> bool {
+    static QUICK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *QUICK.get_or_init(|| std::env::var("MATRIX_QUICK").is_ok_and(|v| !v.is_empty() && v != "0"))
+}
+
+/// `full` seconds, or a fraction of a second in a quick run.
+fn secs(full: f64) -> f64 {
+    if quick() { full.min(0.5) } else { full }
+}
+
+/// `full`, or `small` in a quick run.
+fn size(full: usize, small: usize) -> usize {
+    if quick() { small } else { full }
+}
+
+/// Where P4's `.hgrm` files and plot go.
+fn matrix_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/matrix");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Sockpool,
     Tokio,
     Raw,
+    /// `raw_ceiling --print`: cuts lines and writes sockpool's bytes per message.
+    PrintCeiling,
     /// P6's baseline: `examples/nats_publisher`, not a server.
     Publisher,
 }
@@ -51,8 +87,14 @@ impl Kind {
             Kind::Sockpool => "sockpool",
             Kind::Tokio => "tokio",
             Kind::Raw => "raw ceiling",
+            Kind::PrintCeiling => "print ceiling",
             Kind::Publisher => "nats publisher",
         }
+    }
+
+    /// A ceiling listens on TCP only.
+    fn has_udp(self) -> bool {
+        matches!(self, Kind::Sockpool | Kind::Tokio)
     }
 
     fn command(self, mode: &str, extra: &[&str]) -> Command {
@@ -70,13 +112,19 @@ impl Kind {
                     vec!["-l", "127.0.0.1:0", "-w", "2", "-q", "--mode", mode]
                 },
             ),
+            // `MATRIX_TOKIO=PATH`: likewise for the baseline.
             Kind::Tokio => (
-                release.join("examples/tokio_baseline"),
+                std::env::var_os("MATRIX_TOKIO")
+                    .map_or_else(|| release.join("examples/tokio_baseline"), PathBuf::from),
                 vec!["-l", "127.0.0.1:0", "-w", "2", "--mode", mode],
             ),
             Kind::Raw => (
                 release.join("examples/raw_ceiling"),
                 vec!["-l", "127.0.0.1:0", "-w", "2"],
+            ),
+            Kind::PrintCeiling => (
+                release.join("examples/raw_ceiling"),
+                vec!["-l", "127.0.0.1:0", "-w", "2", "--print"],
             ),
             Kind::Publisher => (release.join("examples/nats_publisher"), vec![]),
         };
@@ -156,7 +204,7 @@ impl Running {
         let mut err = BufReader::new(child.stderr.take().unwrap());
         let (mut tcp, mut udp) = (None, None);
         let mut line = String::new();
-        while tcp.is_none() || (udp.is_none() && kind != Kind::Raw) {
+        while tcp.is_none() || (udp.is_none() && kind.has_udp()) {
             line.clear();
             if err.read_line(&mut line).unwrap() == 0 {
                 panic!("{} exited before listening", kind.name());
@@ -554,26 +602,26 @@ fn verify_print(kind: Kind) -> bool {
 
 /// P2: idle connections, then one message on each. Returns (served, RSS bytes per
 /// connection once they are idle again).
-fn idle(kind: Kind) -> (u64, f64) {
+fn idle(kind: Kind, idle_conns: usize) -> (u64, f64) {
     let server = Running::start(kind, "print", false);
     let base_fds = server.fds();
     let before = server.rss();
-    let mut conns = Vec::with_capacity(IDLE_CONNS);
-    for i in 0..IDLE_CONNS {
+    let mut conns = Vec::with_capacity(idle_conns);
+    for i in 0..idle_conns {
         let src = [127, 0, 1, 1 + (i % 200) as u8];
         conns.push(connect(server.tcp, Some(src)));
     }
     // Wait until the server holds every connection.
     let until = Instant::now() + WAIT;
-    while server.fds() < base_fds + IDLE_CONNS {
+    while server.fds() < base_fds + idle_conns {
         assert!(
             Instant::now() < until,
-            "server took {} of {IDLE_CONNS}",
+            "server took {} of {idle_conns}",
             server.fds() - base_fds
         );
         thread::sleep(Duration::from_millis(20));
     }
-    server.expect_lines(IDLE_CONNS as u64);
+    server.expect_lines(idle_conns as u64);
     for (i, c) in conns.iter_mut().enumerate() {
         c.write_all(&message(i, 0)).unwrap();
     }
@@ -583,13 +631,19 @@ fn idle(kind: Kind) -> (u64, f64) {
     drop(conns);
     (
         served,
-        after.saturating_sub(before) as f64 / IDLE_CONNS as f64,
+        after.saturating_sub(before) as f64 / idle_conns as f64,
     )
 }
 
+/// What a UDP run came to.
+struct UdpRun {
+    delivered_per_sec: f64,
+    loss: f64,
+    sent_per_sec: f64,
+}
+
 /// P3: UDP datagrams from four senders, unpaced (`rate` None) or paced in total.
-/// Returns (delivered per second, loss fraction).
-fn udp(kind: Kind, rate: Option<u64>, secs: f64) -> (f64, f64) {
+fn udp(kind: Kind, rate: Option<u64>, secs: f64) -> UdpRun {
     // Both get the 4 MiB receive buffer anyone serving UDP at this rate would ask for
     // (the default, ~200 KiB, holds a few milliseconds of small datagrams).
     let server = Running::start_with(kind, "print", false, &["--recv-buffer", "4194304"]);
@@ -643,13 +697,100 @@ fn udp(kind: Kind, rate: Option<u64>, secs: f64) -> (f64, f64) {
         last = now;
         thread::sleep(Duration::from_millis(300));
     }
-    (last as f64 / elapsed, 1.0 - last as f64 / sent as f64)
+    UdpRun {
+        delivered_per_sec: last as f64 / elapsed,
+        loss: 1.0 - last as f64 / sent.max(1) as f64,
+        sent_per_sec: sent as f64 / elapsed,
+    }
+}
+
+/// P3c: whether `kind` carries `rate` datagrams/s with at most [`CAPACITY_LOSS`]:
+/// the rate is probed [`PROBE_REPEATS`] times and passes on the median loss (one
+/// unlucky probe on the shared machine does not decide it). Also returns the
+/// losses, and whether the senders fell short of the rate (then no verdict on
+/// the server can be drawn from it).
+fn probe_rate(kind: Kind, rate: u64, secs: f64) -> (bool, Vec<f64>, bool) {
+    let runs: Vec<UdpRun> = (0..PROBE_REPEATS)
+        .map(|_| udp(kind, Some(rate), secs))
+        .collect();
+    let losses: Vec<f64> = runs.iter().map(|r| r.loss).collect();
+    let short = median(runs.iter().map(|r| r.sent_per_sec).collect()) < 0.95 * rate as f64;
+    let pass = median(losses.clone()) <= CAPACITY_LOSS;
+    eprintln!(
+        "    {} at {:.0} k/s: loss {}{}",
+        kind.name(),
+        rate as f64 / 1e3,
+        losses
+            .iter()
+            .map(|l| format!("{:.4}%", 100.0 * l))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if short { " (senders fell short)" } else { "" }
+    );
+    (pass, losses, short)
+}
+
+/// P3c: the highest paced rate (datagrams/s, 64-byte datagrams, 4 senders) that
+/// `kind` carries with loss ≤ 0.01%: doubling from `start` until a rate fails,
+/// then bisecting until the bracket is within 10% (or `max_probes` rates were
+/// tried). Returns the rate and a note: the losses at it and at the lowest
+/// failing rate above it.
+fn udp_capacity(kind: Kind, start: u64, secs: f64, max_probes: usize) -> (f64, String) {
+    let mut pass: Option<(u64, Vec<f64>)> = None;
+    let mut fail: Option<(u64, Vec<f64>)> = None;
+    let mut rate = start;
+    let mut probes = 0;
+    let mut limited = false;
+    while probes < max_probes {
+        probes += 1;
+        let (ok, losses, short) = probe_rate(kind, rate, secs);
+        if ok && short {
+            // The generator, not the server, is the limit: stop searching upward.
+            limited = true;
+            pass = Some((rate, losses));
+            break;
+        }
+        if ok {
+            pass = Some((rate, losses));
+        } else {
+            fail = Some((rate, losses));
+        }
+        rate = match (&pass, &fail) {
+            (Some((lo, _)), None) => lo * 2,
+            (None, Some((hi, _))) if *hi > 2_000 => hi / 2,
+            (None, Some(_)) => break,
+            (Some((lo, _)), Some((hi, _))) if (*hi as f64) / (*lo as f64) > 1.1 => {
+                // The middle, rounded to a thousand.
+                ((lo + hi) / 2).div_ceil(1000) * 1000
+            }
+            _ => break,
+        };
+    }
+    let spread = |losses: &[f64]| {
+        let lo = losses.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = losses.iter().copied().fold(0.0, f64::max);
+        format!("{:.3}–{:.3}%", 100.0 * lo, 100.0 * hi)
+    };
+    let mut note = match &pass {
+        Some((r, l)) => format!("{:.0}k ok ({})", *r as f64 / 1e3, spread(l)),
+        None => "no rate passed".to_string(),
+    };
+    if let Some((r, l)) = &fail {
+        note += &format!(", {:.0}k fails ({})", *r as f64 / 1e3, spread(l));
+    }
+    if limited {
+        note += ", senders' limit";
+    } else if fail.is_none() && pass.is_some() {
+        note += ", none failed within the probes";
+    }
+    (pass.map_or(0.0, |(r, _)| r as f64), note)
 }
 
 /// P4: echo with one message in flight per connection. Closed loop (`rate` None)
 /// returns messages per second; at a fixed total rate returns the p99 round trip in
-/// µs, charged from each message's scheduled send time.
-fn echo(kind: Kind, rate: Option<u64>, secs: f64) -> f64 {
+/// µs, charged from each message's scheduled send time. Either way also the round
+/// trips' distribution (closed loop: from each actual send).
+fn echo(kind: Kind, rate: Option<u64>, secs: f64) -> (f64, Latency) {
     let server = Running::start(kind, "echo", false);
     let conns: Vec<TcpStream> = (0..TCP_CONNS).map(|_| connect(server.tcp, None)).collect();
     let barrier = Arc::new(Barrier::new(TCP_CONNS + 1));
@@ -659,7 +800,7 @@ fn echo(kind: Kind, rate: Option<u64>, secs: f64) -> f64 {
         .map(|(i, mut s)| {
             let b = Arc::clone(&barrier);
             thread::spawn(move || {
-                let mut hist = Histogram::<u64>::new(3).unwrap();
+                let mut hist = Latency::new();
                 let msg = message(i, 0);
                 let mut reply = [0u8; MSG];
                 b.wait();
@@ -677,11 +818,13 @@ fn echo(kind: Kind, rate: Option<u64>, secs: f64) -> f64 {
                         }
                         s.write_all(&msg).unwrap();
                         s.read_exact(&mut reply).unwrap();
-                        let _ = hist.record(next.elapsed().as_micros() as u64);
+                        hist.record(next.elapsed());
                         next += iv;
                     } else {
+                        let sent = Instant::now();
                         s.write_all(&msg).unwrap();
                         s.read_exact(&mut reply).unwrap();
+                        hist.record(sent.elapsed());
                     }
                     done += 1;
                 }
@@ -691,12 +834,12 @@ fn echo(kind: Kind, rate: Option<u64>, secs: f64) -> f64 {
         .collect();
     barrier.wait();
     let mut total = 0;
-    let mut hist = Histogram::<u64>::new(3).unwrap();
+    let mut hist = Latency::new();
     let (mut first, mut last) = (None::<Instant>, None::<Instant>);
     for t in threads {
         let (done, h, start, end) = t.join().unwrap();
         total += done;
-        hist.add(h).unwrap();
+        hist.add(&h);
         first = Some(first.map_or(start, |f| f.min(start)));
         last = Some(last.map_or(end, |l| l.max(end)));
     }
@@ -714,16 +857,25 @@ fn echo(kind: Kind, rate: Option<u64>, secs: f64) -> f64 {
             per_k(preempted)
         );
     }
-    match rate {
+    let figure = match rate {
         None => total as f64 / elapsed,
-        Some(_) => hist.value_at_quantile(0.99) as f64,
-    }
+        Some(_) => hist.percentiles().map_or(0.0, |p| p.p99 as f64),
+    };
+    (figure, hist)
+}
+
+/// Writes `latency` as a `.hgrm` file.
+fn write_hgrm(path: &std::path::Path, latency: &Latency) {
+    let mut out = Vec::new();
+    latency.write_hgrm(&mut out).unwrap();
+    std::fs::write(path, out).unwrap();
 }
 
 /// P4 at a fixed offered rate, driven by `sockpool-client bench` (paced on its own
 /// event loops, so the generator's wake-ups do not swamp the servers'): the p99
-/// round trip in µs, charged from each message's scheduled send time.
-fn paced_echo_p99(kind: Kind, rate: u64, secs: f64) -> f64 {
+/// round trip in µs, charged from each message's scheduled send time; the whole
+/// distribution goes to `hgrm`.
+fn paced_echo_p99(kind: Kind, rate: u64, secs: f64, hgrm: &std::path::Path) -> f64 {
     let server = Running::start(kind, "echo", false);
     let bench = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/sockpool-client");
     let out = Command::new(bench)
@@ -740,9 +892,10 @@ fn paced_echo_p99(kind: Kind, rate: u64, secs: f64) -> f64 {
             "--duration",
             &secs.to_string(),
             "--warmup",
-            "1",
+            if quick() { "0.2" } else { "1" },
         ])
-        .args(["--echo", "--json"])
+        .args(["--echo", "--json", "--hgrm"])
+        .arg(hgrm)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
@@ -798,21 +951,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: one rlimit struct we own.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-    }
-}
-
 fn main() {
-    raise_fd_limit();
+    let _ = sockpool::net::fdlimit::raise_nofile();
     let runs: usize = std::env::var("MATRIX_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -877,13 +1017,16 @@ fn main() {
     };
     let both = [Kind::Sockpool, Kind::Tokio];
     let all = [Kind::Sockpool, Kind::Tokio, Kind::Raw];
+    let with_ceilings = [Kind::Sockpool, Kind::Tokio, Kind::Raw, Kind::PrintCeiling];
+    let per_conn = size(P1_PER_CONN, 1_000);
+    let (p1_repeat, p1d_repeat) = (size(P1_REPEAT, 1), size(P1D_REPEAT, 2));
 
-    if wanted("P1") || wanted("P1d") {
-        let data = payloads(P1_PER_CONN);
-        if wanted("P1") {
+    if wanted("P1") || wanted("P1c") || wanted("P1d") {
+        let data = payloads(per_conn);
+        if wanted("P1") || wanted("P1c") {
             eprintln!(
                 "P1: TCP ingest, print, {TCP_CONNS} connections × {} × 64 B",
-                P1_PER_CONN * P1_REPEAT
+                per_conn * p1_repeat
             );
             let ok: Vec<String> = both
                 .iter()
@@ -900,8 +1043,8 @@ fn main() {
                 })
                 .collect();
             eprintln!("  verify: {}", ok.join("; "));
-            let m = alternate(&all, &|k| {
-                ingest(k, "print", &data, P1_REPEAT, k != Kind::Raw)
+            let m = alternate(&with_ceilings, &|k| {
+                ingest(k, "print", &data, p1_repeat, k != Kind::Raw)
             });
             row(
                 "P1",
@@ -917,13 +1060,27 @@ fn main() {
                 format!("{:.0}", m[2]),
                 true,
             );
+            row(
+                "P1c",
+                "TCP ingest, print, against the print ceiling (msgs/s; the ceiling in the raw column)",
+                &format!(
+                    "print ceiling {:.0} (cuts lines, writes sockpool's bytes per message into the same pipe, no formatting); sockpool {:.0}% of it, tokio {:.0}%",
+                    m[3],
+                    100.0 * m[0] / m[3],
+                    100.0 * m[1] / m[3]
+                ),
+                m[0],
+                m[1],
+                format!("{:.0}", m[3]),
+                true,
+            );
         }
         if wanted("P1d") {
             eprintln!(
                 "P1d: TCP ingest, discard, {TCP_CONNS} connections × {} × 64 B",
-                P1_PER_CONN * P1D_REPEAT
+                per_conn * p1d_repeat
             );
-            let m = alternate(&all, &|k| ingest(k, "discard", &data, P1D_REPEAT, false));
+            let m = alternate(&all, &|k| ingest(k, "discard", &data, p1d_repeat, false));
             row(
                 "P1d",
                 "TCP ingest, discard (msgs/s)",
@@ -936,10 +1093,11 @@ fn main() {
         }
     }
     if wanted("P2") {
-        eprintln!("P2: {IDLE_CONNS} idle connections, then a message on each");
+        let idle_conns = size(IDLE_CONNS, 500);
+        eprintln!("P2: {idle_conns} idle connections, then a message on each");
         let served = Mutex::new(Vec::new());
         let m = alternate(&both, &|k| {
-            let (n, per) = idle(k);
+            let (n, per) = idle(k, idle_conns);
             served.lock().unwrap().push(format!("{} {n}", k.name()));
             per
         });
@@ -954,14 +1112,14 @@ fn main() {
         );
     }
     if wanted("P3") {
-        eprintln!("P3: UDP ingest, 4 unpaced senders, 3 s");
+        eprintln!("P3: UDP ingest, 4 unpaced senders, {} s", secs(3.0));
         let loss = Mutex::new(Vec::new());
         let m = alternate(&both, &|k| {
-            let (rate, l) = udp(k, None, 3.0);
+            let r = udp(k, None, secs(3.0));
             loss.lock()
                 .unwrap()
-                .push(format!("{} {:.1}%", k.name(), 100.0 * l));
-            rate
+                .push(format!("{} {:.1}%", k.name(), 100.0 * r.loss));
+            r.delivered_per_sec
         });
         row(
             "P3",
@@ -972,8 +1130,8 @@ fn main() {
             String::new(),
             true,
         );
-        eprintln!("P3 paced: 100,000 datagrams/s in total, 3 s");
-        let m = alternate(&both, &|k| 100.0 * udp(k, Some(100_000), 3.0).1);
+        eprintln!("P3 paced: 100,000 datagrams/s in total, {} s", secs(3.0));
+        let m = alternate(&both, &|k| 100.0 * udp(k, Some(100_000), secs(3.0)).loss);
         row(
             "P3p",
             "UDP paced 100k/s: loss (%)",
@@ -984,9 +1142,81 @@ fn main() {
             false,
         );
     }
+    if wanted("P3c") {
+        // A full search: ~6–10 rates × 3 probes × (2 s + ~1 s to settle) per server
+        // and run.
+        let (probe_secs, start, max_probes) = if quick() {
+            (0.3, 50_000, 2)
+        } else {
+            (2.0, 25_000, 12)
+        };
+        eprintln!(
+            "P3c: UDP capacity, highest paced rate with loss ≤ {}% (4 senders, 64 B, probes of {probe_secs} s, each rate {PROBE_REPEATS} times)",
+            100.0 * CAPACITY_LOSS
+        );
+        let found = Mutex::new(Vec::new());
+        let m = alternate(&both, &|k| {
+            let (rate, note) = udp_capacity(k, start, probe_secs, max_probes);
+            found.lock().unwrap().push((k, rate, note));
+            rate
+        });
+        let found = found.into_inner().unwrap();
+        let spread = |kind: Kind| {
+            let rates: Vec<f64> = found.iter().filter(|f| f.0 == kind).map(|f| f.1).collect();
+            let lo = rates.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = rates.iter().copied().fold(0.0, f64::max);
+            let notes: Vec<&str> = found
+                .iter()
+                .filter(|f| f.0 == kind)
+                .map(|f| f.2.as_str())
+                .collect();
+            format!(
+                "{} {:.0}k–{:.0}k over the runs [{}]",
+                kind.name(),
+                lo / 1e3,
+                hi / 1e3,
+                notes.join("; ")
+            )
+        };
+        row(
+            "P3c",
+            "UDP capacity: highest paced rate with loss ≤ 0.01% (datagrams/s)",
+            &format!("{}; {}", spread(Kind::Sockpool), spread(Kind::Tokio)),
+            m[0],
+            m[1],
+            String::new(),
+            true,
+        );
+    }
     if wanted("P4") {
-        eprintln!("P4: echo, {TCP_CONNS} connections, one in flight, 3 s");
-        let m = alternate(&both, &|k| echo(k, None, 3.0));
+        let echo_secs = secs(3.0);
+        let dir = matrix_dir();
+        // Each run's distribution, by (scenario, server): the file of the median run
+        // is what gets plotted.
+        let runs_of: Mutex<Vec<(String, Kind, f64, PathBuf)>> = Mutex::new(Vec::new());
+        let file_no = AtomicU64::new(0);
+        let keep = |scenario: &str, kind: Kind, p99: f64, latency: Option<&Latency>| {
+            let n = file_no.fetch_add(1, Ordering::Relaxed);
+            let path = dir.join(format!("{scenario}-{}-{n}.hgrm", kind.name()));
+            if let Some(latency) = latency {
+                write_hgrm(&path, latency);
+            }
+            runs_of
+                .lock()
+                .unwrap()
+                .push((scenario.to_string(), kind, p99, path.clone()));
+            path
+        };
+        eprintln!("P4: echo, {TCP_CONNS} connections, one in flight, {echo_secs} s");
+        let p99s = Mutex::new(Vec::new());
+        let m = alternate(&both, &|k| {
+            let (rate, latency) = echo(k, None, echo_secs);
+            let p99 = latency.percentiles().map_or(0.0, |p| p.p99 as f64);
+            keep("P4", k, p99, Some(&latency));
+            p99s.lock().unwrap().push((k, p99));
+            rate
+        });
+        let tokio_max = m[1];
         row(
             "P4",
             "echo, closed loop (msgs/s)",
@@ -996,22 +1226,93 @@ fn main() {
             String::new(),
             true,
         );
-        let rate = 5_000;
-        eprintln!("P4 at {rate} msgs/s: p99 round trip (µs)");
-        let m = alternate(&both, &|k| paced_echo_p99(k, rate, 3.0));
+        // The p99s of the same runs, paired in the same order.
+        let p99s = p99s.into_inner().unwrap();
+        let of =
+            |kind: Kind| -> Vec<f64> { p99s.iter().filter(|p| p.0 == kind).map(|p| p.1).collect() };
+        *pairs.borrow_mut() = of(Kind::Sockpool)
+            .into_iter()
+            .zip(of(Kind::Tokio))
+            .collect();
         row(
-            "P4r",
-            &format!("echo at {rate}/s: p99 round trip (µs)"),
-            "sockpool-client bench --rate --echo, from scheduled send time",
-            m[0],
-            m[1],
+            "P4t",
+            "echo, closed loop: p99 round trip at saturation (µs)",
+            "from each actual send (thread per connection client)",
+            median(of(Kind::Sockpool)),
+            median(of(Kind::Tokio)),
             String::new(),
             false,
         );
+        for percent in [50u64, 80] {
+            let rate = (tokio_max * percent as f64 / 100.0).round().max(100.0) as u64;
+            let id = format!("P4r{percent}");
+            eprintln!(
+                "{id}: echo at {rate} msgs/s ({percent}% of tokio's closed-loop max): p99 (µs)"
+            );
+            let m = alternate(&both, &|k| {
+                let path = keep(&id, k, 0.0, None);
+                let p99 = paced_echo_p99(k, rate, echo_secs, &path);
+                if let Some(last) = runs_of.lock().unwrap().last_mut() {
+                    last.2 = p99;
+                }
+                p99
+            });
+            row(
+                &id,
+                &format!("echo at {percent}% of tokio's max ({rate}/s): p99 round trip (µs)"),
+                "sockpool-client bench --rate --echo, from scheduled send time",
+                m[0],
+                m[1],
+                String::new(),
+                false,
+            );
+        }
+        // The median run of each (scenario, server), copied to SCENARIO-SERVER.hgrm,
+        // and plotted side by side.
+        let runs_of = runs_of.into_inner().unwrap();
+        let mut series = Vec::new();
+        for scenario in ["P4", "P4r50", "P4r80"] {
+            for kind in both {
+                let mut mine: Vec<&(String, Kind, f64, PathBuf)> = runs_of
+                    .iter()
+                    .filter(|r| r.0 == scenario && r.1 == kind)
+                    .collect();
+                mine.sort_by(|a, b| a.2.total_cmp(&b.2));
+                let Some(mid) = mine.get(mine.len() / 2) else {
+                    continue;
+                };
+                let path = dir.join(format!("{scenario}-{}.hgrm", kind.name()));
+                if std::fs::copy(&mid.3, &path).is_ok() {
+                    series.push(format!("{scenario} {}={}", kind.name(), path.display()));
+                }
+            }
+        }
+        let svg = dir.join("P4.svg");
+        let plotted = Command::new("python3")
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/hgrm_plot.py"))
+            .args(&series)
+            .args([
+                "--log-y",
+                "--title",
+                "P4 echo: latency by percentile (median runs)",
+                "-o",
+            ])
+            .arg(&svg)
+            .status()
+            .is_ok_and(|s| s.success());
+        eprintln!(
+            "P4 distributions: {}/P4*.hgrm{}",
+            dir.display(),
+            if plotted {
+                format!(", plotted in {}", svg.display())
+            } else {
+                " (python3 not found: no plot)".to_string()
+            }
+        );
     }
     if wanted("P5") {
-        eprintln!("P5: connection churn, 4 clients, 3 s");
-        let m = alternate(&both, &|k| churn(k, 3.0));
+        eprintln!("P5: connection churn, 4 clients, {} s", secs(3.0));
+        let m = alternate(&both, &|k| churn(k, secs(3.0)));
         row(
             "P5",
             "connection churn (conns/s)",

@@ -8,6 +8,12 @@
 //! `--max-connections`, come from a denied address, and flood UDP. At the end the
 //! server's JSON output must hold every good message exactly once. Prints one
 //! report line (and the server's summary) and exits 1 on any loss or duplicate.
+//!
+//! `cargo run --release --example soak -- --tls`: the server speaks TLS (a
+//! certificate made at start, rcgen), the good clients are TLS clients, every
+//! abuser above is then a cleartext client on the TLS port, and two more join
+//! them: clients that finish the handshake and fall silent, and clients that
+//! send garbage inside TLS.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -68,8 +74,80 @@ fn xorshift(state: &mut u64) -> u64 {
     *state
 }
 
+/// Anything a good client can talk over: plain TCP or TLS over it.
+trait Link: Read + Write + Send {}
+impl<T: Read + Write + Send> Link for T {}
+
+/// `--tls`: the certificate files (removed on drop) and the clients' config.
+struct Tls {
+    dir: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    client: Arc<rustls::ClientConfig>,
+}
+
+impl Drop for Tls {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn make_tls() -> Result<Tls, String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let dir = std::env::temp_dir().join(format!("sockpool-soak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| err(&e))?;
+    let ca_key = rcgen::KeyPair::generate().map_err(|e| err(&e))?;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| err(&e))?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).map_err(|e| err(&e))?;
+    let key = rcgen::KeyPair::generate().map_err(|e| err(&e))?;
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .and_then(|p| p.signed_by(&key, &ca, &ca_key))
+        .map_err(|e| err(&e))?;
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).map_err(|e| err(&e))?;
+    std::fs::write(&key_path, key.serialize_pem()).map_err(|e| err(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).map_err(|e| err(&e))?;
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| err(&e))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Tls {
+        dir,
+        cert: cert_path,
+        key: key_path,
+        client: Arc::new(client),
+    })
+}
+
+/// A connection from `source`, with the TLS handshake done when `tls` is given.
+fn open(
+    source: &str,
+    addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> std::io::Result<Box<dyn Link>> {
+    let mut sock = connect_from(source, addr)?;
+    let Some(config) = tls else {
+        return Ok(Box::new(sock));
+    };
+    let name =
+        rustls::pki_types::ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+    let mut conn =
+        rustls::ClientConnection::new(Arc::clone(config), name).map_err(std::io::Error::other)?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)?;
+    }
+    Ok(Box::new(rustls::StreamOwned::new(conn, sock)))
+}
+
 #[derive(Default)]
 struct Abuse {
+    tls_silent: AtomicU64,
+    tls_garbage: AtomicU64,
     slowloris: AtomicU64,
     resets: AtomicU64,
     oversize: AtomicU64,
@@ -102,7 +180,33 @@ impl Drop for Guard {
 fn main() -> ExitCode {
     let started = Instant::now();
     let max_conns = MAX_CONNECTIONS.to_string();
+    let tls = if std::env::args().any(|a| a == "--tls") {
+        match make_tls() {
+            Ok(tls) => Some(tls),
+            Err(err) => {
+                eprintln!("error: cannot make a test certificate: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let tls_args: Vec<String> = tls
+        .as_ref()
+        .map(|t| {
+            vec![
+                "--tls-cert".into(),
+                t.cert.display().to_string(),
+                "--tls-key".into(),
+                t.key.display().to_string(),
+                "--tls-handshake-timeout".into(),
+                "3".into(),
+            ]
+        })
+        .unwrap_or_default();
+    let client_tls = tls.as_ref().map(|t| Arc::clone(&t.client));
     let mut child = match Command::new(server_binary())
+        .args(&tls_args)
         .args([
             "-l",
             "127.0.0.1:0",
@@ -201,8 +305,9 @@ fn main() -> ExitCode {
     let mut good = Vec::new();
     for c in 0..GOOD_CLIENTS {
         let go = Arc::clone(&go);
+        let client_tls = client_tls.clone();
         good.push(thread::spawn(move || -> Result<(), String> {
-            let mut s = connect_from("127.0.0.1", addr).map_err(|e| e.to_string())?;
+            let mut s = open("127.0.0.1", addr, client_tls.as_ref()).map_err(|e| e.to_string())?;
             s.write_all(format!("good-{c}-0\n").as_bytes())
                 .map_err(|e| e.to_string())?;
             while !go.load(Ordering::Acquire) {
@@ -225,10 +330,10 @@ fn main() -> ExitCode {
                 thread::sleep(pause);
             }
             s.write_all(b"!Disconnect\n").map_err(|e| e.to_string())?;
-            // The server closes after handling everything before !Disconnect.
+            s.flush().map_err(|e| e.to_string())?;
+            // The server closes after handling everything before !Disconnect (the
+            // socket's read timeout, 5 s, bounds the wait).
             let mut rest = Vec::new();
-            s.set_read_timeout(Some(Duration::from_secs(30)))
-                .map_err(|e| e.to_string())?;
             let _ = s.read_to_end(&mut rest);
             Ok(())
         }));
@@ -363,6 +468,36 @@ fn main() -> ExitCode {
             }
         }));
     }
+    // TLS abusers: a handshake, then silence (the idle timeout ends them), and a
+    // handshake, then garbage inside TLS.
+    if let Some(config) = &client_tls {
+        for i in 0..2 {
+            let abuse = Arc::clone(&abuse);
+            let config = Arc::clone(config);
+            abusers.push(thread::spawn(move || {
+                let mut state = 0x2545_f491_4f6c_dd1du64 + i;
+                for _ in 0..100 {
+                    if Instant::now() > end {
+                        break;
+                    }
+                    let Ok(mut s) = open("127.0.0.14", addr, Some(&config)) else {
+                        continue;
+                    };
+                    if i == 0 {
+                        abuse.tls_silent.fetch_add(1, Ordering::Relaxed);
+                        thread::sleep(Duration::from_millis(400));
+                    } else {
+                        let bytes: Vec<u8> =
+                            (0..4096).map(|_| xorshift(&mut state) as u8).collect();
+                        if s.write_all(&bytes).and_then(|()| s.flush()).is_ok() {
+                            abuse.tls_garbage.fetch_add(1, Ordering::Relaxed);
+                        }
+                        thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }));
+        }
+    }
     // UDP flood: as fast as it goes, bounded in count and time.
     {
         let abuse = Arc::clone(&abuse);
@@ -429,7 +564,7 @@ fn main() -> ExitCode {
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     println!(
         "soak: {:.1}s; good: {GOOD_CLIENTS} clients, {expected} messages sent, {} delivered, lost {lost}, duplicated {dups}; \
-         abusers: slowloris {} conns, resets {}, oversize frames {}, garbage conns {}, flood conns {} (max-connections {MAX_CONNECTIONS}), denied {}, udp flood {} datagrams; \
+         abusers: slowloris {} conns, resets {}, oversize frames {}, garbage conns {}, flood conns {} (max-connections {MAX_CONNECTIONS}), denied {}, udp flood {} datagrams{}; \
          other messages printed {other}; server peak RSS {:.1} MiB",
         started.elapsed().as_secs_f64(),
         seen.len(),
@@ -440,6 +575,15 @@ fn main() -> ExitCode {
         get(&a.flood_conns),
         get(&a.denied),
         get(&a.udp),
+        if tls.is_some() {
+            format!(
+                " (all of them cleartext on the TLS port), TLS silent after the handshake {}, TLS garbage conns {}",
+                get(&a.tls_silent),
+                get(&a.tls_garbage)
+            )
+        } else {
+            String::new()
+        },
         rss as f64 / 1024.0,
     );
     println!("{summary}");

@@ -35,6 +35,7 @@ pub mod cli;
 pub mod client;
 pub mod error;
 pub mod frame;
+pub mod human;
 pub mod message;
 pub mod net;
 pub mod output;

@@ -10,14 +10,31 @@ use std::time::SystemTime;
 pub enum Proto {
     Tcp,
     Udp,
+    /// TLS over TCP (TLS over a Unix socket stays `Unix`).
+    Tls,
+    /// A Unix stream socket.
+    Unix,
+    /// A Unix datagram socket.
+    Unixgram,
 }
 
 impl Proto {
-    /// The word the output formats use: `tcp` or `udp`.
+    pub const ALL: [Proto; 5] = [
+        Proto::Tcp,
+        Proto::Udp,
+        Proto::Tls,
+        Proto::Unix,
+        Proto::Unixgram,
+    ];
+
+    /// The word the output formats use: `tcp`, `udp`, `tls`, `unix`, `unixgram`.
     pub fn as_str(self) -> &'static str {
         match self {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
+            Proto::Tls => "tls",
+            Proto::Unix => "unix",
+            Proto::Unixgram => "unixgram",
         }
     }
 }
@@ -26,11 +43,14 @@ impl Proto {
 pub type ConnId = u64;
 
 /// A peer address together with its printed form, formatted once per connection
-/// rather than once per message.
+/// rather than once per message. A Unix socket's peer has no address, only the
+/// credentials the kernel gave (`pid=PID,uid=UID`, or `-`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     text: Box<str>,
+    /// With mutual TLS: the subject of the client's certificate.
+    tls_client: Option<Box<str>>,
 }
 
 impl Peer {
@@ -41,17 +61,37 @@ impl Peer {
         let mut text = String::with_capacity(24);
         let _ = write!(text, "{addr}");
         Peer {
-            addr,
+            addr: Some(addr),
             text: text.into_boxed_str(),
+            tls_client: None,
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    /// A peer with no IP address (a Unix socket's), shown as `text`.
+    pub fn local(text: &str) -> Self {
+        Peer {
+            addr: None,
+            text: text.into(),
+            tls_client: None,
+        }
+    }
+
+    /// The IP address and port; `None` for a Unix socket's peer.
+    pub fn addr(&self) -> Option<SocketAddr> {
         self.addr
     }
 
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// The subject of the client's TLS certificate (mutual TLS), once verified.
+    pub fn tls_client(&self) -> Option<&str> {
+        self.tls_client.as_deref()
+    }
+
+    pub fn set_tls_client(&mut self, subject: String) {
+        self.tls_client = Some(subject.into_boxed_str());
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 mod support;
 
-use support::{Client, Output, Server, summary_count};
+use support::{Client, Output, Server, TempFile, require_tool, summary_count};
 
 /// Runs `sockpool-client bench ARGS` to its end, with empty stdin.
 fn bench(args: &[&str]) -> Output {
@@ -105,6 +105,158 @@ fn a_rate_limited_run_keeps_its_rate_and_measures_latency() {
     assert!(r["udp"].is_null());
     let summary = server.sigterm_summary();
     assert_eq!(summary_count(&summary, "tcp"), sent, "{summary}");
+}
+
+/// `--hgrm` writes HdrHistogram's percentile distribution: the header, rows of
+/// `Value Percentile TotalCount 1/(1-Percentile)` rising to 100% and to every
+/// reply, and the `#[Mean …]` footer, as wrk2 prints it and HdrHistogram's
+/// plotter reads it.
+#[test]
+fn hgrm_writes_the_latency_distribution_in_hdrhistograms_format() {
+    let server = Server::start(&["--mode", "echo", "-q"]);
+    let addr = server.tcp_addr().to_string();
+    let file = TempFile::new("latency.hgrm", b"stale");
+    let path = file.path.to_str().unwrap();
+    let out = bench(&[
+        "-s",
+        &addr,
+        "--rate",
+        "1000",
+        "--messages",
+        "500",
+        "--connections",
+        "5",
+        "--echo",
+        "--json",
+        "--hgrm",
+        path,
+    ]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let r = final_report(&out.stdout);
+    let received = r["received"].as_u64().unwrap();
+    assert_eq!(received, 500);
+    let text = std::fs::read_to_string(&file.path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "       Value     Percentile TotalCount 1/(1-Percentile)"
+    );
+    assert_eq!(lines[1], "");
+    let rows: Vec<Vec<f64>> = lines[2..]
+        .iter()
+        .take_while(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().map(|f| f.parse().unwrap()).collect())
+        .collect();
+    assert!(rows.len() > 5, "{text}");
+    let (last, body) = rows.split_last().unwrap();
+    for pair in rows.windows(2) {
+        assert!(pair[0][0] <= pair[1][0], "values rise: {text}");
+        assert!(pair[0][1] <= pair[1][1], "percentiles rise: {text}");
+        assert!(pair[0][2] <= pair[1][2], "counts rise: {text}");
+    }
+    for row in body {
+        assert_eq!(row.len(), 4, "{text}");
+        let inverse = 1.0 / (1.0 - row[1]);
+        assert!((row[3] - inverse).abs() <= 0.01, "{row:?}");
+    }
+    assert_eq!(last.len(), 3, "{text}");
+    assert_eq!((last[1], last[2]), (1.0, received as f64));
+    // The latencies are in milliseconds: the report's max (µs) is the last value.
+    let max_ms = r["latency"]["max"].as_f64().unwrap() / 1000.0;
+    assert!((last[0] - max_ms).abs() <= max_ms / 500.0 + 0.001, "{text}");
+    let footer = &lines[2 + rows.len()..];
+    assert_eq!(footer.len(), 3, "{text}");
+    assert!(footer[0].starts_with("#[Mean    = ") && footer[0].contains(", StdDeviation   = "));
+    assert!(
+        footer[1].starts_with("#[Max     = ")
+            && footer[1].ends_with(&format!(", Total count    = {received:>12}]"))
+    );
+    assert!(
+        footer[2].starts_with("#[Buckets = ")
+            && footer[2].ends_with(", SubBuckets     =         2048]")
+    );
+}
+
+/// `scripts/hgrm_plot.py` (standard library only) draws each `.hgrm` as one line of
+/// an SVG, named by its label, with the x axis in percentiles.
+#[test]
+fn the_plot_script_draws_each_hgrm_as_a_line() {
+    if !require_tool("python3") {
+        return;
+    }
+    let hgrm = concat!(
+        "       Value     Percentile TotalCount 1/(1-Percentile)\n",
+        "\n",
+        "       0.100 0.000000000000          1           1.00\n",
+        "       0.300 0.500000000000          3           2.00\n",
+        "       0.400 0.990000000000          4         100.00\n",
+        "       1.000 1.000000000000          5\n",
+        "#[Mean    =        0.400, StdDeviation   =        0.316]\n",
+        "#[Max     =        1.000, Total count    =            5]\n",
+        "#[Buckets =           22, SubBuckets     =         2048]\n",
+    );
+    let file = TempFile::new("plot.hgrm", hgrm.as_bytes());
+    let svg = TempFile::new("plot.svg", b"");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/hgrm_plot.py");
+    let status = std::process::Command::new("python3")
+        .arg(script)
+        .arg(format!("sockpool={}", file.path.display()))
+        .arg(format!("tokio={}", file.path.display()))
+        .arg("-o")
+        .arg(&svg.path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&svg.path).unwrap();
+    assert!(
+        text.starts_with("<svg ") && text.trim_end().ends_with("</svg>"),
+        "{text}"
+    );
+    assert_eq!(text.matches("<polyline ").count(), 2, "{text}");
+    for label in [">sockpool<", ">tokio<", ">99%<", ">latency (ms)<"] {
+        assert!(text.contains(label), "no {label} in {text}");
+    }
+    // A missing file, or one that is not an .hgrm, is one error line and exit 1.
+    let out = std::process::Command::new("python3")
+        .args([script, "/nonexistent.hgrm"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: cannot read /nonexistent.hgrm: no such file or directory\n"
+    );
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&svg.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).ends_with(": no percentile table\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn hgrm_that_cannot_be_written_is_one_error_line() {
+    let server = Server::start(&["--mode", "echo", "-q"]);
+    let addr = server.tcp_addr().to_string();
+    let out = bench(&[
+        "-s",
+        &addr,
+        "--messages",
+        "10",
+        "--echo",
+        "--hgrm",
+        "/nonexistent-dir/latency.hgrm",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: cannot write the latency distribution to /nonexistent-dir/latency.hgrm: no such file or directory"
+    );
 }
 
 #[test]

@@ -255,3 +255,51 @@ fn listening_lines_are_printed_even_with_quiet() {
     assert_eq!(stderr[1], format!("listening udp {udp}"));
     assert!(stderr[2].starts_with("summary: "), "{stderr:?}");
 }
+
+/// The long flags an option line of `--help` defines (`  -l, --listen <ADDR>`,
+/// `      --tcp-only`), other than `--help` and `--version`.
+fn help_flags(help: &str) -> BTreeSet<String> {
+    help.lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| {
+            let l = l.split_once(", ").map_or(l, |(_, rest)| rest);
+            let flag: String = l
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            flag.starts_with("--").then_some(flag)
+        })
+        .filter(|f| f != "--help" && f != "--version")
+        .collect()
+}
+
+/// README and `--help` stay in step: every long flag that either binary's `--help`
+/// (the real one, so flags added later are covered) defines is in README.md.
+#[test]
+fn readme_names_every_flag_of_both_binaries() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let in_readme = |flag: &str| {
+        readme.match_indices(flag).any(|(i, _)| {
+            let next = readme[i + flag.len()..].chars().next();
+            !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+    };
+    for binary in [SERVER, CLIENT] {
+        let mut cmd = clean_command(binary);
+        cmd.arg("--help");
+        let out = support::run(cmd, b"");
+        assert_eq!(out.code(), Some(0), "{out:?}");
+        let flags = help_flags(&out.stdout);
+        assert!(
+            flags.contains("--framing"),
+            "no flags parsed from {binary} --help"
+        );
+        let missing: Vec<_> = flags.iter().filter(|f| !in_readme(f)).collect();
+        assert!(
+            missing.is_empty(),
+            "{binary} --help flags not in README.md: {missing:?}"
+        );
+    }
+}

@@ -396,7 +396,7 @@ fn a_flooding_client_does_not_starve_a_slow_one_on_the_same_worker() {
         "the flood was not running alongside ({during} bytes)"
     );
     assert!(
-        worst < Duration::from_secs(1),
+        worst < Duration::from_secs(5),
         "the slow client waited {worst:?} for one round trip"
     );
     server.wait_stderr_count(20, |l| l.contains("connection closed: !Disconnect"));

@@ -4,6 +4,8 @@ mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use support::{Server, summary};
@@ -179,10 +181,15 @@ fn broker_cuts_off_a_receiver_that_does_not_read() {
     let slow = server.tcp();
     wait_opened(&server, 4);
     let slow_port = slow.local().port();
-    // b and c read everything on threads; `slow` never reads.
+    // b and c read everything on threads; `slow` never reads. The sender waits for
+    // b and c to have read each megabyte before sending the next, so however
+    // slowly a loaded machine schedules them they never hold more than a megabyte
+    // unread, while `slow` falls 40 MiB behind: only it passes the cutoff.
+    let progress: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::new(AtomicUsize::new(0))).collect();
     let readers: Vec<_> = [b, c]
         .into_iter()
-        .map(|t| {
+        .zip(progress.iter().cloned())
+        .map(|(t, read)| {
             std::thread::spawn(move || {
                 let mut s = t.stream;
                 let mut total = 0usize;
@@ -191,6 +198,7 @@ fn broker_cuts_off_a_receiver_that_does_not_read() {
                     let n = s.read(&mut buf).expect("receiver read");
                     assert!(n > 0, "receiver closed after {total} bytes");
                     total += n;
+                    read.store(total, Ordering::Release);
                 }
                 total
             })
@@ -198,8 +206,16 @@ fn broker_cuts_off_a_receiver_that_does_not_read() {
         .collect();
     let line: Vec<u8> = [b'm'; 1023].iter().copied().chain([b'\n']).collect();
     let chunk = line.repeat(1024);
-    for _ in 0..40 {
+    let deadline = support::deadline();
+    for i in 1..=40 {
         sender.send(&chunk);
+        while progress.iter().any(|p| p.load(Ordering::Acquire) < i << 20) {
+            assert!(
+                Instant::now() < deadline,
+                "the reading receivers fell behind"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     let warning = server.wait_stderr("cutting off the slow receiver", |l| {
         l.contains("cut off") && l.contains(&format!(":{slow_port}"))

@@ -34,6 +34,7 @@ fn datagrams_arrive_exact() {
     }
 }
 
+/// Newlines inside a datagram stay; only its one trailing delimiter goes.
 #[test]
 fn a_datagram_is_one_message_with_its_newlines() {
     let server = Server::start(&["--format", "json"]);
@@ -43,7 +44,7 @@ fn a_datagram_is_one_message_with_its_newlines() {
     let lines = server.lines(2);
     assert_eq!(
         parse_json(&lines[0]).bytes,
-        b"line one\nline two\r\nline three\n"
+        b"line one\nline two\r\nline three"
     );
     assert_eq!(parse_json(&lines[1]).bytes, b"second datagram");
 }

@@ -13,14 +13,17 @@ mod load;
 pub mod pace;
 pub mod payload;
 pub mod report;
+pub mod stream;
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::frame::FrameConfig;
+use crate::net::unix::UnixKind;
 use crate::net::{self, NetError};
 
 pub use load::{Counts, ErrorKind};
@@ -28,6 +31,7 @@ pub use load::{Counts, ErrorKind};
 use self::histogram::Latency;
 use self::load::{Event, Plan, Progress};
 use self::report::{Interval, Report, Reporter};
+use self::stream::Target;
 
 /// When the run stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +61,12 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// How long a reply (and, at the end, the server's close) is awaited.
     pub timeout: Duration,
+    /// `--tls`: connections speak TLS (made in [`run`] from the options).
+    pub tls_options: Option<crate::client::tls::TlsOptions>,
+    pub tls: Option<stream::BenchTls>,
     pub frame: FrameConfig,
+    /// Where to write the latency distribution in HdrHistogram's text format.
+    pub hgrm: Option<PathBuf>,
 }
 
 /// Why a bench run could not be made.
@@ -69,6 +78,8 @@ pub enum BenchError {
     TooManyConnections { connections: usize, limit: u64 },
     #[error("cannot start a load thread: {}", net::describe(.0))]
     Thread(io::Error),
+    #[error("cannot write the latency distribution to {}: {}", .path.display(), net::describe(.source))]
+    Hgrm { path: PathBuf, source: io::Error },
     #[error("no connection to {server} could be made ({errors})")]
     Unreachable { server: String, errors: String },
 }
@@ -77,9 +88,42 @@ pub enum BenchError {
 const SPARE_FDS: u64 = 64;
 
 /// Runs the benchmark and prints its report (stdout) and progress (stderr).
-pub fn run(config: Config) -> Result<(), BenchError> {
-    let target = first_address(&config.server)?;
-    let limit = raise_fd_limit();
+pub fn run(mut config: Config) -> Result<(), BenchError> {
+    if let Some(options) = &config.tls_options {
+        let fail = |why: String| {
+            BenchError::Net(NetError::Connect {
+                addr: config.server.clone(),
+                source: io::Error::other(why),
+            })
+        };
+        let client = crate::client::tls::client_config(options).map_err(fail)?;
+        let name = crate::client::tls::server_name(options, &config.server).map_err(fail)?;
+        if options.insecure {
+            eprintln!("warning: --tls-insecure: the server's certificate is not verified");
+        }
+        config.tls = Some(stream::BenchTls {
+            config: client,
+            name,
+        });
+    }
+    let target = match crate::net::unix::UnixPath::parse(&config.server) {
+        Some(Ok(unix)) if unix.kind == UnixKind::Stream && !config.udp => Target::Unix(unix.path),
+        Some(Ok(_)) => {
+            return Err(BenchError::Net(NetError::Connect {
+                addr: config.server.clone(),
+                source: io::Error::other("bench takes unix:PATH (a stream socket) without -u"),
+            }));
+        }
+        Some(Err(why)) => {
+            return Err(BenchError::Net(NetError::Connect {
+                addr: config.server.clone(),
+                source: io::Error::other(why),
+            }));
+        }
+        None => Target::Ip(first_address(&config.server)?),
+    };
+    // 10,000 connections need 10,000 descriptors.
+    let limit = crate::net::fdlimit::raise_nofile().unwrap_or(1024);
     let needed = config.connections as u64 + SPARE_FDS;
     if needed > limit {
         return Err(BenchError::TooManyConnections {
@@ -94,7 +138,7 @@ pub fn run(config: Config) -> Result<(), BenchError> {
     let mut starts = Vec::new();
     let mut handles = Vec::new();
     for thread in 0..threads {
-        let plan = plan(&config, thread, threads, target);
+        let plan = plan(&config, thread, threads, target.clone());
         let (start_tx, start) = crossbeam_channel::bounded(1);
         starts.push(start_tx);
         let (progress, events_tx) = (Arc::clone(&progress), events_tx.clone());
@@ -198,6 +242,12 @@ pub fn run(config: Config) -> Result<(), BenchError> {
     }
     let report = Report::new(&config, threads, &counts, &latency, last_send);
     reporter.finish(&report, &config);
+    if let Some(path) = &config.hgrm {
+        write_hgrm(path, &latency).map_err(|source| BenchError::Hgrm {
+            path: path.clone(),
+            source,
+        })?;
+    }
     if counts.connected == 0 {
         return Err(BenchError::Unreachable {
             server: config.server.clone(),
@@ -210,7 +260,7 @@ pub fn run(config: Config) -> Result<(), BenchError> {
 /// Thread `thread`'s share: connections `c` with `c % threads == thread`, and with
 /// `--messages M` each connection's part of `M` (the first `M % connections`
 /// connections send one more).
-fn plan(config: &Arc<Config>, thread: usize, threads: usize, target: SocketAddr) -> Plan {
+fn plan(config: &Arc<Config>, thread: usize, threads: usize, target: Target) -> Plan {
     let n = config.connections as u64;
     let ids: Vec<u32> = (thread..config.connections)
         .step_by(threads)
@@ -232,6 +282,13 @@ fn plan(config: &Arc<Config>, thread: usize, threads: usize, target: SocketAddr)
     }
 }
 
+/// Writes the run's latencies (empty without `--echo`) as a `.hgrm` file.
+fn write_hgrm(path: &std::path::Path, latency: &Latency) -> io::Result<()> {
+    let mut out = io::BufWriter::new(std::fs::File::create(path)?);
+    latency.write_hgrm(&mut out)?;
+    io::Write::flush(&mut out)
+}
+
 fn first_address(server: &str) -> Result<SocketAddr, NetError> {
     net::resolve(server)?
         .into_iter()
@@ -240,31 +297,6 @@ fn first_address(server: &str) -> Result<SocketAddr, NetError> {
             addr: server.to_string(),
             source: io::Error::new(io::ErrorKind::NotFound, "no address found"),
         })
-}
-
-/// Raises the soft open-file limit to the hard one (10,000 connections need 10,000
-/// descriptors); returns the limit in force.
-fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit through the pointer, which points to a
-    // live local.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 1024;
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit reads one rlimit from a live local.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim.rlim_cur = lim.rlim_max;
-        }
-    }
-    lim.rlim_cur
 }
 
 #[cfg(test)]
@@ -286,19 +318,22 @@ mod tests {
             threads: 2,
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
+            tls_options: None,
+            tls: None,
             frame: FrameConfig::default(),
+            hgrm: None,
         })
     }
 
     #[test]
     fn messages_are_shared_out_exactly() {
-        let target: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let target = Target::Ip("127.0.0.1:1".parse().unwrap());
         for (conns, m, threads) in [(10, 5000, 2), (3, 10, 2), (7, 5, 3), (1, 1, 1)] {
             let c = config(conns, Stop::Messages(m));
             let mut total = 0;
             let mut seen = Vec::new();
             for t in 0..threads {
-                let p = plan(&c, t, threads, target);
+                let p = plan(&c, t, threads, target.clone());
                 total += p.quotas.iter().sum::<u64>();
                 seen.extend(p.ids);
             }

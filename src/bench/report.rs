@@ -129,7 +129,13 @@ impl Report {
                 "open loop"
             },
             rate: config.rate,
-            proto: if config.udp { "udp" } else { "tcp" },
+            proto: if config.udp {
+                "udp"
+            } else if config.tls_options.is_some() {
+                "tls"
+            } else {
+                "tcp"
+            },
             server: config.server.clone(),
             connections: config.connections,
             connected: counts.connected,

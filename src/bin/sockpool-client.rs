@@ -7,12 +7,18 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use sockpool::cli::client::{ClientArgs, Command};
 use sockpool::client::ClientError;
 
 fn main() -> ExitCode {
     let mut args = ClientArgs::parse();
+    if let Some(kind) = args.generate {
+        return sockpool::cli::generate::print(kind, ClientArgs::command());
+    }
+    if let Err(err) = args.check() {
+        err.exit();
+    }
     sockpool::cli::init_logging(1, 0);
     let result = match args.command.take() {
         Some(Command::Bench(bench)) => {

@@ -6,17 +6,20 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use sockpool::cli::server::ServerArgs;
 
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
+    if let Some(kind) = args.generate {
+        return sockpool::cli::generate::print(kind, ServerArgs::command());
+    }
     sockpool::cli::init_logging(args.quiet, args.verbose);
     match sockpool::server::start(args.into_config()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
-            ExitCode::FAILURE
+            ExitCode::from(err.exit_code())
         }
     }
 }

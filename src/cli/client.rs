@@ -6,10 +6,12 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use super::{parse_delimiter, parse_secs};
+use super::generate::Generate;
+use super::{boolish, host_port, parse_delimiter, parse_secs};
 use crate::bench::{self, Stop, payload};
+use crate::client::tls::TlsOptions;
 use crate::client::{Config, Source};
 use crate::frame::{FrameConfig, Framing};
 
@@ -21,7 +23,7 @@ use crate::frame::{FrameConfig, Framing};
 #[derive(Debug, Parser)]
 #[command(
     name = "sockpool-client",
-    version,
+    version = super::VERSION,
     args_conflicts_with_subcommands = true
 )]
 pub struct ClientArgs {
@@ -32,7 +34,7 @@ pub struct ClientArgs {
     pub target: Target,
 
     /// Send UDP datagrams instead of a TCP stream.
-    #[arg(short, long, env = "SOCKPOOL_UDP")]
+    #[arg(short, long, env = "SOCKPOOL_UDP", value_parser = boolish())]
     pub udp: bool,
 
     /// Send a file, one message per line.
@@ -62,9 +64,63 @@ pub struct ClientArgs {
           env = "SOCKPOOL_DELIMITER")]
     pub delimiter: u8,
 
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     /// The messages to send.
     #[arg(value_name = "MESSAGE")]
     pub messages: Vec<OsString>,
+
+    /// Print a man page (covering `bench` too) or a shell completion script on stdout
+    /// and exit (other flags are ignored).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub generate: Option<Generate>,
+}
+
+/// `--tls` and its companions, for sending and for `bench`.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Speak TLS, verifying the server against the system's roots (or --tls-ca).
+    #[arg(long, conflicts_with = "udp", env = "SOCKPOOL_TLS")]
+    pub tls: bool,
+
+    /// TLS: trust the CA certificates in this PEM file instead of the system's.
+    #[arg(long, value_name = "PATH", requires = "tls", env = "SOCKPOOL_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// TLS: the name the server's certificate must carry [default: the host of -s].
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "tls",
+        env = "SOCKPOOL_TLS_SERVER_NAME"
+    )]
+    pub tls_server_name: Option<String>,
+
+    /// TLS: a client certificate (PEM chain), for servers that ask for one.
+    #[arg(long, value_name = "PATH", requires_all = ["tls", "tls_key"], env = "SOCKPOOL_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS: the key of --tls-cert (PEM).
+    #[arg(long, value_name = "PATH", requires_all = ["tls", "tls_cert"], env = "SOCKPOOL_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// TLS: accept any server certificate (self-signed test servers); says so on
+    /// stderr.
+    #[arg(long, requires = "tls", env = "SOCKPOOL_TLS_INSECURE")]
+    pub tls_insecure: bool,
+}
+
+impl TlsArgs {
+    pub fn into_options(self) -> Option<TlsOptions> {
+        self.tls.then_some(TlsOptions {
+            ca: self.tls_ca,
+            server_name: self.tls_server_name,
+            cert: self.tls_cert,
+            key: self.tls_key,
+            insecure: self.tls_insecure,
+        })
+    }
 }
 
 /// Subcommands.
@@ -79,12 +135,14 @@ pub enum Command {
 /// Where to connect: the same flag for sending and for `bench`.
 #[derive(Debug, Args)]
 pub struct Target {
-    /// The server's address (a host name is resolved).
+    /// The server's address, HOST:PORT (a host name is resolved; each of its
+    /// addresses is tried in turn).
     #[arg(
         short,
         long,
         value_name = "ADDR",
         default_value = "127.0.0.1:8080",
+        value_parser = parse_server,
         env = "SOCKPOOL_SERVER"
     )]
     pub server: String,
@@ -94,6 +152,9 @@ pub struct Target {
 pub struct BenchArgs {
     #[command(flatten)]
     pub target: Target,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Connections (UDP: sockets) to open, spread over --threads event loops.
     #[arg(short, long, value_name = "N", default_value_t = 10,
@@ -119,7 +180,7 @@ pub struct BenchArgs {
     pub rate: u64,
 
     /// Send UDP datagrams instead of TCP streams.
-    #[arg(short, long, env = "SOCKPOOL_UDP")]
+    #[arg(short, long, env = "SOCKPOOL_UDP", value_parser = boolish())]
     pub udp: bool,
 
     /// Measure round-trip latency against a server in echo mode (and, for UDP, loss).
@@ -160,6 +221,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "BYTE", default_value = "\\n", value_parser = parse_delimiter,
           env = "SOCKPOOL_DELIMITER")]
     pub delimiter: u8,
+
+    /// Also write the latency percentile distribution to FILE, in HdrHistogram's
+    /// text format (milliseconds; what wrk2 prints and scripts/hgrm_plot.py plots).
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -184,16 +250,61 @@ impl BenchArgs {
             threads: self.threads.map_or(cores.min(2), |t| t as usize),
             connect_timeout: self.connect_timeout,
             timeout: self.timeout,
+            tls_options: self.tls.into_options(),
+            tls: None,
             frame: FrameConfig {
                 framing: self.framing,
                 delimiter: self.delimiter,
                 ..FrameConfig::default()
             },
+            hgrm: self.hgrm,
         }
     }
 }
 
+/// `-s`: the shape is checked here, so a missing port is a usage error (exit 2)
+/// rather than a failed look-up; the name is resolved when connecting.
+fn parse_server(value: &str) -> Result<String, String> {
+    if value.starts_with("unix:") || value.starts_with("unixgram:") {
+        return Ok(value.to_string());
+    }
+    host_port(value).map(|()| value.to_string())
+}
+
 impl ClientArgs {
+    /// What clap cannot check alone: a MESSAGE that line framing would split into
+    /// two (`$'multi\nline'`) is a usage error rather than two messages sent.
+    pub fn check(&self) -> Result<(), clap::Error> {
+        if self.command.is_some() || self.udp || self.framing != Framing::Line {
+            return Ok(());
+        }
+        let delimiter = self.delimiter;
+        if let Some(message) = self
+            .messages
+            .iter()
+            .find(|m| m.as_encoded_bytes().contains(&delimiter))
+        {
+            let escaped = |bytes: &[u8]| {
+                let mut out = Vec::new();
+                crate::output::text::escape(bytes, &mut out);
+                String::from_utf8_lossy(&out).into_owned()
+            };
+            let shown = escaped(message.as_encoded_bytes());
+            let delimiter = match delimiter {
+                b'\n' => "\\n".to_string(),
+                b'\0' => "\\0".to_string(),
+                other => escaped(&[other]),
+            };
+            return Err(ClientArgs::command().error(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "the message '{shown}' contains the delimiter '{delimiter}', so line framing would send it as two; use --framing length (or octet) to send it as one"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn into_config(self) -> Config {
         let source = if let Some(path) = self.file {
             Source::File(path)
@@ -218,6 +329,7 @@ impl ClientArgs {
                 delimiter: self.delimiter,
                 ..FrameConfig::default()
             },
+            tls: self.tls.into_options(),
         }
     }
 }
@@ -225,7 +337,6 @@ impl ClientArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn flags_are_consistent() {

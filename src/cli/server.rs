@@ -2,37 +2,54 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 
 use ipnet::IpNet;
 
-use super::{parse_delimiter, parse_listen, parse_secs};
+use super::generate::Generate;
+use super::{
+    ListenAddr, boolish, parse_addr, parse_count, parse_delimiter, parse_listen_addr, parse_mode,
+    parse_secs,
+};
 use crate::frame::{FrameConfig, Framing, Oversize};
 use crate::net::filter::{Filter, parse_cidr};
 use crate::output::nats::NatsTarget;
 use crate::output::{Format, Target};
 use crate::server::Config;
 use crate::server::mode::Mode;
+use crate::server::tls::TlsSettings;
 
 /// A TCP + UDP message server: prints, echoes or relays what clients send, served by
 /// a fixed pool of event-loop worker threads.
 #[derive(Debug, Parser)]
-#[command(name = "sockpool-server", version)]
+#[command(
+    name = "sockpool-server",
+    version = super::VERSION,
+    override_usage = "sockpool-server [OPTIONS]"
+)]
 pub struct ServerArgs {
     /// Address to listen on for TCP and UDP; repeatable. `127.0.0.1:8080`,
-    /// `[::1]:8080`, `[::]:8080` (dual-stack); port 0 picks a free port.
+    /// `[::1]:8080`, `[::]:8080` (dual-stack), `HOST:PORT` (all its addresses); port 0
+    /// picks a free port.
+    /// `unix:PATH` is a Unix stream socket, `unixgram:PATH` a Unix datagram socket.
     #[arg(short, long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080",
-          value_parser = parse_listen, value_delimiter = ',', env = "SOCKPOOL_LISTEN")]
-    pub listen: Vec<SocketAddr>,
+          value_parser = parse_listen_addr, value_delimiter = ',', env = "SOCKPOOL_LISTEN")]
+    pub listen: Vec<ListenAddr>,
+
+    /// Permissions of the Unix socket files the server creates, in octal.
+    #[arg(long, value_name = "OCTAL", default_value = "0660", value_parser = parse_mode,
+          env = "SOCKPOOL_UNIX_MODE")]
+    pub unix_mode: u32,
 
     /// Serve TCP only.
-    #[arg(long, conflicts_with = "udp_only", env = "SOCKPOOL_TCP_ONLY")]
+    #[arg(long, conflicts_with = "udp_only", env = "SOCKPOOL_TCP_ONLY", value_parser = boolish())]
     pub tcp_only: bool,
 
     /// Serve UDP only.
-    #[arg(long, env = "SOCKPOOL_UDP_ONLY")]
+    #[arg(long, env = "SOCKPOOL_UDP_ONLY", value_parser = boolish())]
     pub udp_only: bool,
 
     /// Worker threads [default: the number of cores].
@@ -116,7 +133,7 @@ pub struct ServerArgs {
 
     /// Serve Prometheus metrics on HTTP `GET /metrics` at this address (port 0
     /// picks a free port).
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen, env = "SOCKPOOL_METRICS")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr, env = "SOCKPOOL_METRICS")]
     pub metrics: Option<SocketAddr>,
 
     /// SO_RCVBUF for the UDP sockets and the TCP listeners (accepted connections
@@ -130,20 +147,87 @@ pub struct ServerArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs, env = "SOCKPOOL_KEEPALIVE")]
     pub keepalive: Option<Duration>,
 
+    /// Bind TCP and UDP with SO_REUSEPORT, so several processes share the address
+    /// (the kernel spreads connections and datagrams over them); without it a taken
+    /// port is an error.
+    #[arg(long, env = "SOCKPOOL_REUSE_PORT", value_parser = boolish())]
+    pub reuse_port: bool,
+
+    /// Each TCP connection starts with a PROXY protocol header (v1 or v2, as
+    /// HAProxy's send-proxy and send-proxy-v2 send it): the client it names is the
+    /// printed peer and the address --allow/--deny and --max-per-ip see.
+    #[arg(long, env = "SOCKPOOL_PROXY_PROTOCOL", value_parser = boolish())]
+    pub proxy_protocol: bool,
+
+    /// With --proxy-protocol, only these proxies may connect (CIDR or address;
+    /// repeatable) [default: any].
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, value_delimiter = ',',
+          requires = "proxy_protocol", env = "SOCKPOOL_PROXY_FROM")]
+    pub proxy_from: Vec<IpNet>,
+
+    /// TLS: the server's certificate chain (PEM, the server's certificate first).
+    /// TCP and Unix stream connections then speak TLS.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "tls_key",
+        env = "SOCKPOOL_TLS_CERT"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS: the private key for --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "tls_cert",
+        env = "SOCKPOOL_TLS_KEY"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: require a client certificate signed by a CA in this PEM file.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "tls_cert",
+        env = "SOCKPOOL_TLS_CLIENT_CA"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Close a connection whose TLS handshake is not done after this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs,
+          env = "SOCKPOOL_TLS_HANDSHAKE_TIMEOUT")]
+    pub tls_handshake_timeout: Duration,
+
     /// Fewer diagnostics: -q warnings only, -qq errors only.
-    #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose",
+          env = "SOCKPOOL_QUIET", value_parser = parse_count)]
     pub quiet: u8,
 
     /// More diagnostics: -v debug, -vv trace (RUST_LOG overrides both).
-    #[arg(short, long, action = ArgAction::Count)]
+    #[arg(short, long, action = ArgAction::Count, env = "SOCKPOOL_VERBOSE",
+          value_parser = parse_count)]
     pub verbose: u8,
+
+    /// Print a man page or a shell completion script on stdout and exit (other
+    /// flags are ignored).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub generate: Option<Generate>,
 }
 
 impl ServerArgs {
     pub fn into_config(self) -> Config {
         let defaults = Config::default();
+        let (mut listen, mut unix) = (Vec::new(), Vec::new());
+        for addr in self.listen {
+            match addr {
+                ListenAddr::Ip(addrs) => listen.extend(addrs),
+                ListenAddr::Unix(path) => unix.push(path),
+            }
+        }
         Config {
-            listen: self.listen,
+            listen,
+            unix,
+            unix_mode: self.unix_mode,
             tcp: !self.udp_only,
             udp: !self.tcp_only,
             workers: self.workers.map_or(defaults.workers, NonZeroUsize::get),
@@ -167,6 +251,19 @@ impl ServerArgs {
             recv_buffer: self.recv_buffer.map(saturating_usize),
             // Keepalive works in whole seconds; less than one means one.
             keepalive: self.keepalive.map(|d| d.max(Duration::from_secs(1))),
+            reuse_port: self.reuse_port,
+            proxy_from: self
+                .proxy_protocol
+                .then(|| Filter::new(self.proxy_from, Vec::new())),
+            tls: match (self.tls_cert, self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsSettings {
+                    cert,
+                    key,
+                    client_ca: self.tls_client_ca,
+                    handshake_timeout: self.tls_handshake_timeout,
+                }),
+                _ => None,
+            },
         }
     }
 }

@@ -2,7 +2,9 @@
 //! server's replies as they arrive, and ends the session cleanly with `!Disconnect`.
 
 pub mod interactive;
+pub mod link;
 pub mod session;
+pub mod tls;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read};
@@ -34,6 +36,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub wait: Duration,
     pub frame: FrameConfig,
+    /// `--tls` and its companions; `None`: plain.
+    pub tls: Option<self::tls::TlsOptions>,
 }
 
 /// Why the client stopped early.
@@ -45,6 +49,11 @@ pub enum ClientError {
     Broken { server: String, source: io::Error },
     #[error("cannot read {what}: {}", crate::net::describe(.source))]
     Input { what: String, source: io::Error },
+    /// UDP has no connection to break: a message too long for one datagram says so.
+    #[error(
+        "a message of {len} bytes is larger than a UDP datagram can carry (at most 65507 bytes over IPv4, 65527 over IPv6)"
+    )]
+    DatagramTooLarge { len: usize },
     /// Ctrl-C in an interactive session: the binary exits 130 without a message.
     #[error("interrupted")]
     Interrupted,
@@ -53,6 +62,9 @@ pub enum ClientError {
 /// Sends every message, then ends the session. With no message and a terminal on
 /// standard input and output, the session is interactive.
 pub fn run(config: Config) -> Result<(), ClientError> {
+    if config.tls.as_ref().is_some_and(|tls| tls.insecure) {
+        eprintln!("warning: --tls-insecure: the server's certificate is not verified");
+    }
     if matches!(config.source, Source::Stdin)
         && io::stdin().is_terminal()
         && io::stdout().is_terminal()
@@ -60,26 +72,31 @@ pub fn run(config: Config) -> Result<(), ClientError> {
     {
         return Ok(());
     }
+    // A file that cannot be read is reported before any connection is made.
+    let file = match &config.source {
+        Source::File(path) => Some(File::open(path).map_err(|source| ClientError::Input {
+            what: path.display().to_string(),
+            source,
+        })?),
+        _ => None,
+    };
     let mut session = Session::open(&config)?;
     let broken = |source| ClientError::Broken {
         server: config.server.clone(),
         source,
     };
-    match &config.source {
-        Source::Args(messages) => {
+    match (&config.source, file) {
+        (Source::Args(messages), _) => {
             for message in messages {
-                session.send_message(message).map_err(broken)?;
+                send(&mut session, message, &broken)?;
             }
         }
-        Source::File(path) => {
+        (Source::File(path), Some(file)) => {
             let what = path.display().to_string();
-            let file = File::open(path).map_err(|source| ClientError::Input {
-                what: what.clone(),
-                source,
-            })?;
             send_lines(&mut session, BufReader::new(file), &what, &broken)?;
         }
-        Source::Stdin => {
+        (Source::File(_), None) => {}
+        (Source::Stdin, _) => {
             send_lines(
                 &mut session,
                 BufReader::new(io::stdin()),
@@ -118,6 +135,22 @@ fn send_lines<R: Read>(
         }
         let message = line.strip_suffix(b"\n").unwrap_or(&line);
         let message = message.strip_suffix(b"\r").unwrap_or(message);
-        session.send_message(message).map_err(broken)?;
+        send(session, message, broken)?;
     }
+}
+
+/// Sends one message; a datagram the kernel refuses as too long (EMSGSIZE) is
+/// named as such rather than as a broken connection.
+fn send(
+    session: &mut Session,
+    message: &[u8],
+    broken: &dyn Fn(io::Error) -> ClientError,
+) -> Result<(), ClientError> {
+    session.send_message(message).map_err(|err| {
+        if matches!(session, Session::Udp { .. }) && err.raw_os_error() == Some(libc::EMSGSIZE) {
+            ClientError::DatagramTooLarge { len: message.len() }
+        } else {
+            broken(err)
+        }
+    })
 }

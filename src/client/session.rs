@@ -3,8 +3,8 @@
 //! arrive. Replies are printed one per line, escaped like the server's `text`
 //! output, so a server cannot drive the user's terminal.
 
+use super::link::{DatagramLink, Link};
 use std::io::{self, BufWriter, Read, Write};
-use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,7 +58,7 @@ impl Replies {
 #[derive(Debug)]
 pub enum Session {
     Tcp {
-        writer: BufWriter<TcpStream>,
+        writer: BufWriter<Link>,
         frame: FrameConfig,
         framed: Vec<u8>,
         reader_done: Receiver<()>,
@@ -66,7 +66,7 @@ pub enum Session {
         closing: Arc<AtomicBool>,
     },
     Udp {
-        socket: Arc<UdpSocket>,
+        socket: Arc<DatagramLink>,
         server: String,
     },
 }
@@ -80,8 +80,8 @@ impl Session {
 
     /// Connects and starts handing replies to `replies`.
     pub fn open_with(config: &Config, replies: Replies) -> Result<Session, ClientError> {
-        if config.udp {
-            let socket = Arc::new(net::connect_datagram(&config.server)?);
+        if config.udp || DatagramLink::is_unixgram(&config.server) {
+            let socket = Arc::new(DatagramLink::connect(&config.server)?);
             let reader = Arc::clone(&socket);
             let print = replies.print;
             thread::Builder::new()
@@ -96,7 +96,7 @@ impl Session {
                 server: config.server.clone(),
             });
         }
-        let stream = net::connect(&config.server, config.connect_timeout)?;
+        let stream = Link::open(&config.server, config.connect_timeout, config.tls.as_ref())?;
         let broken = |source| ClientError::Broken {
             server: config.server.clone(),
             source,
@@ -167,7 +167,7 @@ impl Session {
                 ..
             } => {
                 writer.flush()?;
-                writer.get_ref().shutdown(Shutdown::Write)?;
+                writer.get_mut().shutdown_write()?;
                 let _ = reader_done.recv_deadline(Instant::now() + CLOSE_WAIT);
                 Ok(())
             }
@@ -186,11 +186,7 @@ fn print_line(out: &mut Vec<u8>, message: &[u8]) {
 
 /// Prints each reply message of a TCP stream until the server closes it; returns
 /// the error that broke it, if one did.
-fn print_stream(
-    mut stream: TcpStream,
-    frame: &FrameConfig,
-    mut print: PrintFn,
-) -> Option<io::Error> {
+fn print_stream(mut stream: Link, frame: &FrameConfig, mut print: PrintFn) -> Option<io::Error> {
     let mut decoder = Decoder::new(frame);
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
@@ -230,7 +226,7 @@ fn print_stream(
 }
 
 /// Prints each reply datagram as one line, for as long as the process lives.
-fn print_datagrams(socket: &UdpSocket, mut print: PrintFn) {
+fn print_datagrams(socket: &DatagramLink, mut print: PrintFn) {
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::new();
     loop {

@@ -98,8 +98,8 @@ pub(super) fn encode(message: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{
-        Owned, collect, collect_split, config, cut_stream, cuts, expected, messages, msg, oversize,
-        points,
+        Owned, assert_every_split, collect, collect_split, config, cut_stream, cuts, expected,
+        messages, msg, oversize, points,
     };
     use super::super::{Decoder, Framing, MAX_HEADER, Oversize, encode};
     use proptest::prelude::*;
@@ -132,12 +132,7 @@ mod tests {
                 expected(b"0123456789abcdef", 8, oversize),
                 msg(b"world"),
             ];
-            for cut in 0..=input.len() {
-                let mut d = decoder(8, oversize);
-                let (a, b) = input.split_at(cut);
-                assert_eq!(collect(&mut d, &[a, b], true), expected, "cut at {cut}");
-                assert_eq!(d.buffered(), 0);
-            }
+            assert_every_split(&config(Framing::Length, 8, oversize), &input, &expected);
         }
     }
 

@@ -216,6 +216,21 @@ pub fn encode(config: &FrameConfig, message: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// The message a datagram carries. With `line` framing one trailing delimiter (and,
+/// for `\n`, a `\r` before it) is removed, as rsyslog's imudp and Vector's socket
+/// source do, so `echo hi | nc -u` is `hi` rather than `hi\n`; every other framing
+/// takes the datagram whole.
+pub fn datagram_message<'a>(config: &FrameConfig, datagram: &'a [u8]) -> &'a [u8] {
+    if config.framing != Framing::Line {
+        return datagram;
+    }
+    match datagram.strip_suffix(&[config.delimiter]) {
+        Some(rest) if config.delimiter == b'\n' => rest.strip_suffix(b"\r").unwrap_or(rest),
+        Some(rest) => rest,
+        None => datagram,
+    }
+}
+
 /// The frame for a message of `len` bytes longer than `max_frame`, of which `kept`
 /// (at least its first `max_frame` bytes with truncate) is held.
 fn too_long(oversize: Oversize, kept: &[u8], max_frame: usize, len: u64) -> Frame<'_> {
@@ -347,10 +362,15 @@ impl Body {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod testing {
-    //! Helpers shared by the codec tests.
+/// Helpers shared by the codec tests and the fuzz targets (`fuzz/`, built with
+/// `--cfg fuzzing`): one owned frame type, splitting and collecting. The proptest
+/// strategies are for the unit tests only.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub mod testing {
     use super::*;
+    #[cfg(test)]
     use proptest::prelude::*;
 
     /// An owned copy of a frame, for comparing.
@@ -432,15 +452,29 @@ pub(crate) mod testing {
         chunks
     }
 
+    /// Decodes `input` cut in two at every point (ripgrep's `buffer_small_capacity`
+    /// habit): each split yields `expected` and leaves nothing buffered.
+    pub fn assert_every_split(config: &FrameConfig, input: &[u8], expected: &[Owned]) {
+        for cut in 0..=input.len() {
+            let mut d = Decoder::new(config);
+            let (a, b) = input.split_at(cut);
+            assert_eq!(collect(&mut d, &[a, b], true), expected, "cut at {cut}");
+            assert_eq!(d.buffered(), 0, "cut at {cut}");
+        }
+    }
+
     /// Up to 6 cut points anywhere in a stream of up to `len` bytes.
+    #[cfg(test)]
     pub fn cuts() -> impl Strategy<Value = Vec<prop::sample::Index>> {
         proptest::collection::vec(any::<prop::sample::Index>(), 0..6)
     }
 
+    #[cfg(test)]
     pub fn points(cuts: &[prop::sample::Index], len: usize) -> Vec<usize> {
         cuts.iter().map(|i| i.index(len + 1)).collect()
     }
 
+    #[cfg(test)]
     /// Messages, mostly short, some longer than the small `max_frame` of the tests.
     pub fn messages() -> impl Strategy<Value = Vec<Vec<u8>>> {
         proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..20)
@@ -461,6 +495,7 @@ pub(crate) mod testing {
         }
     }
 
+    #[cfg(test)]
     /// The frames a counted framing (length, octet) must yield for `messages`
     /// encoded and cut off after `cut` bytes: every whole frame, then the bytes of
     /// the cut one as `Incomplete`. Returns (what the decoder gave, what it should).
@@ -495,10 +530,38 @@ pub(crate) mod testing {
         (frames, want)
     }
 
+    #[cfg(test)]
     pub fn oversize() -> impl Strategy<Value = Oversize> {
         prop_oneof![Just(Oversize::Drop), Just(Oversize::Truncate)]
     }
 
+    #[test]
+    fn a_datagram_loses_one_trailing_delimiter_in_line_framing_only() {
+        let line = FrameConfig::default();
+        for (datagram, message) in [
+            (&b"hi\n"[..], &b"hi"[..]),
+            (b"hi\r\n", b"hi"),
+            (b"hi\n\n", b"hi\n"),
+            (b"hi\r", b"hi\r"),
+            (b"hi", b"hi"),
+            (b"\n", b""),
+            (b"", b""),
+        ] {
+            assert_eq!(datagram_message(&line, datagram), message, "{datagram:?}");
+        }
+        let nul = FrameConfig {
+            delimiter: 0,
+            ..line
+        };
+        assert_eq!(datagram_message(&nul, b"a\r\0"), b"a\r");
+        assert_eq!(datagram_message(&nul, b"a\n"), b"a\n");
+        for framing in [Framing::Length, Framing::Octet, Framing::Raw] {
+            let cfg = config(framing, 64, Oversize::Drop);
+            assert_eq!(datagram_message(&cfg, b"hi\r\n"), b"hi\r\n", "{framing:?}");
+        }
+    }
+
+    #[cfg(test)]
     #[test]
     fn a_break_stops_decoding_in_every_framing() {
         for framing in [Framing::Line, Framing::Length, Framing::Octet] {

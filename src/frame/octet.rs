@@ -178,8 +178,8 @@ pub(super) fn encode(message: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{
-        Owned, collect, collect_split, config, cut_stream, cuts, expected, messages, msg, oversize,
-        points,
+        Owned, assert_every_split, collect, collect_split, config, cut_stream, cuts, expected,
+        messages, msg, oversize, points,
     };
     use super::super::{Decoder, Framing, MAX_HEADER, Oversize, encode};
     use proptest::prelude::*;
@@ -219,12 +219,7 @@ mod tests {
                 msg(b"end"),
                 msg(b"last line"),
             ];
-            for cut in 0..=input.len() {
-                let mut d = decoder(20, oversize);
-                let (a, b) = input.split_at(cut);
-                assert_eq!(collect(&mut d, &[a, b], true), expected, "cut at {cut}");
-                assert_eq!(d.buffered(), 0);
-            }
+            assert_every_split(&config(Framing::Octet, 20, oversize), input, &expected);
         }
     }
 

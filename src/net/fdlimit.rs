@@ -14,26 +14,11 @@ pub const RESERVE: u64 = 32;
 /// When raising fails (a container may forbid it), the soft limit stays and is
 /// returned.
 pub fn raise_nofile() -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit through the pointer, which points to a
-    // live local.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
+    let (soft, hard) = super::sys::nofile_limit()?;
+    if soft < hard && super::sys::set_nofile_soft(hard, hard).is_ok() {
+        return Ok(hard);
     }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit only reads the rlimit the pointer points to.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit.rlim_cur = limit.rlim_max;
-        }
-    }
-    Ok(limit.rlim_cur)
+    Ok(soft)
 }
 
 /// How many descriptors this process has open (Linux `/proc/self/fd`); `None` where

@@ -89,14 +89,18 @@ pub enum Refusal {
     Denied,
     /// Out of file descriptors: the spare descriptor was used to accept and close it.
     NoDescriptors,
+    /// `--proxy-protocol`: bytes that cannot begin a PROXY header, or no complete
+    /// header in time.
+    ProxyHeader,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 4] = [
+    pub const ALL: [Refusal; 5] = [
         Refusal::MaxConnections,
         Refusal::MaxPerIp,
         Refusal::Denied,
         Refusal::NoDescriptors,
+        Refusal::ProxyHeader,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -105,6 +109,7 @@ impl Refusal {
             Refusal::MaxPerIp => "max_per_ip",
             Refusal::Denied => "denied",
             Refusal::NoDescriptors => "no_descriptors",
+            Refusal::ProxyHeader => "proxy_header",
         }
     }
 }
@@ -153,6 +158,48 @@ impl ConnLimits {
         }
         self.open.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// A connection whose client address is not known: a Unix stream (it has none),
+    /// or `--proxy-protocol` before its header. Counted against `--max-connections`
+    /// only, until [`ConnLimits::admit_client`] names its address.
+    pub fn admit_unnamed(&self) -> Result<(), Refusal> {
+        if self.open.load(Ordering::Acquire) >= self.max_connections {
+            return Err(Refusal::MaxConnections);
+        }
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Counts an [`admit_unnamed`](ConnLimits::admit_unnamed) connection's client
+    /// `ip` in against `--max-per-ip`. On a refusal the connection is still to be
+    /// released with [`ConnLimits::release_unnamed`]; once admitted, with
+    /// [`ConnLimits::release`].
+    pub fn admit_client(&self, ip: IpAddr) -> Result<(), Refusal> {
+        if let Some(max) = self.max_per_ip {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let count = per_ip.entry(ip.to_canonical()).or_insert(0);
+            if *count >= max {
+                return Err(Refusal::MaxPerIp);
+            }
+            *count += 1;
+        }
+        Ok(())
+    }
+
+    /// A connection admitted by [`ConnLimits::admit_unnamed`] alone has closed.
+    pub fn release_unnamed(&self) {
+        let _ = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// A connection admitted from `ip` (`None`: one with no IP address) has closed.
+    pub fn release_peer(&self, ip: Option<IpAddr>) {
+        match ip {
+            Some(ip) => self.release(ip),
+            None => self.release_unnamed(),
+        }
     }
 
     /// A connection admitted from `ip` has closed.

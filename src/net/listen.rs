@@ -7,6 +7,7 @@
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 
+use super::activation::Activated;
 use super::{NetError, bind, datagram_socket, listen, stream_socket};
 
 /// What to bind.
@@ -21,6 +22,9 @@ pub struct ListenConfig {
     /// `--recv-buffer`: SO_RCVBUF for the UDP sockets and the TCP listeners (accepted
     /// connections inherit it); `None` leaves the OS default.
     pub recv_buffer: Option<usize>,
+    /// `--reuse-port`: bind with SO_REUSEPORT so other processes may share the
+    /// address; without it a taken port is an error.
+    pub reuse_port: bool,
 }
 
 /// The bound sockets, non-blocking and close-on-exec.
@@ -29,6 +33,37 @@ pub struct Listeners {
     pub tcp: Vec<TcpListener>,
     /// `udp[i]` holds the sockets for address `i`, one per worker.
     pub udp: Vec<Vec<UdpSocket>>,
+}
+
+impl Listeners {
+    /// The sockets passed by socket activation, as listeners, each announced by its
+    /// `listening …` line. A passed UDP socket is one socket, so one worker reads
+    /// it. Returns the Unix sockets, announced too, for `net::unix` to make ready.
+    pub fn from_activated(
+        sockets: Vec<Activated>,
+        mut announce: impl FnMut(&str),
+    ) -> (Listeners, Vec<Activated>) {
+        let mut out = Listeners::default();
+        let mut rest = Vec::new();
+        for socket in sockets {
+            let line = socket.announcement();
+            match socket {
+                Activated::Tcp(listener) => {
+                    announce(&line);
+                    out.tcp.push(listener);
+                }
+                Activated::Udp(socket) => {
+                    announce(&line);
+                    out.udp.push(vec![socket]);
+                }
+                unix @ Activated::Unix { .. } => {
+                    announce(&line);
+                    rest.push(unix);
+                }
+            }
+        }
+        (out, rest)
+    }
 }
 
 /// Binds everything or fails with the first address that could not be bound.
@@ -41,13 +76,10 @@ pub fn bind_all(
     for addr in &config.addrs {
         let mut udp_addr = *addr;
         if config.tcp {
-            let listener =
-                tcp_listener(addr, config.backlog, config.recv_buffer).map_err(|source| {
-                    NetError::Listen {
-                        addr: addr.to_string(),
-                        source,
-                    }
-                })?;
+            let listener = tcp_listener(addr, config).map_err(|source| NetError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
             let local = listener.local_addr().map_err(|source| NetError::Listen {
                 addr: addr.to_string(),
                 source,
@@ -60,10 +92,10 @@ pub fn bind_all(
             out.tcp.push(listener);
         }
         if config.udp {
-            let sockets = udp_sockets(&udp_addr, config.udp_sockets, config.recv_buffer)
+            let sockets = udp_sockets(&udp_addr, config)
                 .or_else(|err| {
                     if udp_addr != *addr {
-                        udp_sockets(addr, config.udp_sockets, config.recv_buffer)
+                        udp_sockets(addr, config)
                     } else {
                         Err(err)
                     }
@@ -85,34 +117,42 @@ pub fn bind_all(
     Ok(out)
 }
 
-fn tcp_listener(
-    addr: &SocketAddr,
-    backlog: i32,
-    recv_buffer: Option<usize>,
-) -> std::io::Result<TcpListener> {
+/// Whether Linux hands the connections queued on a closing listener to another
+/// listener of its SO_REUSEPORT group (`net.ipv4.tcp_migrate_req`, Linux 5.14+)
+/// rather than resetting them; `None` when the setting cannot be read.
+pub fn migrates_queued_connections() -> Option<bool> {
+    let value = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").ok()?;
+    Some(value.trim() != "0")
+}
+
+fn tcp_listener(addr: &SocketAddr, config: &ListenConfig) -> std::io::Result<TcpListener> {
     let socket = stream_socket(addr)?;
-    if let Some(bytes) = recv_buffer {
+    if let Some(bytes) = config.recv_buffer {
         // Set before listen(), so the window scale offered to clients allows it.
         super::set_recv_buffer(&socket, bytes)?;
     }
     // Restarting the server must not wait for old connections in TIME_WAIT.
     socket.set_reuse_address(true)?;
+    if config.reuse_port {
+        // The kernel spreads new connections over every listener in the group.
+        socket.set_reuse_port(true)?;
+    }
     bind(&socket, addr)?;
-    listen(&socket, backlog)?;
+    listen(&socket, config.backlog)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
 
-fn udp_sockets(
-    addr: &SocketAddr,
-    count: usize,
-    recv_buffer: Option<usize>,
-) -> std::io::Result<Vec<UdpSocket>> {
+fn udp_sockets(addr: &SocketAddr, config: &ListenConfig) -> std::io::Result<Vec<UdpSocket>> {
+    let count = config.udp_sockets;
     let mut sockets: Vec<UdpSocket> = Vec::with_capacity(count);
     // SO_REUSEPORT would let us join a group that another process of this user
-    // already holds on the port, and share its datagrams without a word. A plain
-    // bind first fails with "address already in use" if anyone holds the port.
-    let mut target = {
+    // already holds on the port, and share its datagrams without a word. Unless
+    // sharing was asked for (`--reuse-port`), a plain bind first fails with
+    // "address already in use" if anyone holds the port.
+    let mut target = if config.reuse_port {
+        *addr
+    } else {
         let probe = datagram_socket(addr)?;
         bind(&probe, addr)?;
         probe.local_addr()?.as_socket().unwrap_or(*addr)
@@ -120,7 +160,7 @@ fn udp_sockets(
     for _ in 0..count.max(1) {
         let socket = datagram_socket(&target)?;
         socket.set_reuse_port(true)?;
-        if let Some(bytes) = recv_buffer {
+        if let Some(bytes) = config.recv_buffer {
             super::set_recv_buffer(&socket, bytes)?;
         }
         // Datagrams the kernel drops for want of room are counted and reported; a

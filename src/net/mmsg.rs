@@ -3,9 +3,9 @@
 //! [`RecvBatch`] owns and reuses, so a flood costs one syscall per batch rather than
 //! one per datagram, and no allocation.
 //!
-//! This calls libc directly rather than `nix::sys::socket::recvmmsg`: nix 0.32's
-//! `MultiHeaders` sets each header's name and control lengths once, but the kernel
-//! overwrites both with what it wrote, so after one datagram without a control
+//! The headers are built here rather than with a wrapper such as nix's
+//! `MultiHeaders`, which sets each header's name and control lengths once: the
+//! kernel overwrites both with what it wrote, so after one datagram without a control
 //! message (every datagram until the first kernel drop) that slot could never carry
 //! the drop count again (nix-rust/nix#2813). Here the headers are built once, pointing
 //! into the batch's own buffers, and only the lengths of the slots the kernel wrote
@@ -16,7 +16,7 @@ use std::fmt;
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::ptr;
 
 /// How many datagrams the server receives per call: 32 × 64 B datagrams make one
@@ -48,9 +48,11 @@ struct Received {
 /// One datagram of a batch.
 #[derive(Debug, Clone, Copy)]
 pub struct Datagram<'a> {
-    /// The datagram, cut to the slot size (a caller that sizes slots one byte past
-    /// the longest message it accepts sees a longer datagram as oversize).
+    /// The datagram, cut to the slot size when it was longer.
     pub bytes: &'a [u8],
+    /// The datagram's real size, which the kernel reports even when it was cut
+    /// (`MSG_TRUNC`): more than `bytes.len()` means the datagram did not fit.
+    pub len: usize,
     pub source: SocketAddr,
     /// The kernel's cumulative count of datagrams this socket dropped for want of
     /// buffer room, present once it is non-zero.
@@ -160,24 +162,17 @@ impl RecvBatch {
         if want == 0 {
             return Ok(0);
         }
+        let headers = self.headers.get_mut(..want).unwrap_or_default();
         // SAFETY: the first `want` headers each point at their own iovec (over a
         // distinct slot of `buf`), name and control buffer, all owned by `self`, with
         // their true lengths (set in `new`, restored after every call); nothing else
-        // touches them during the call. MSG_DONTWAIT makes the call return at once,
-        // so no timeout (null) is needed.
-        let rc = unsafe {
-            libc::recvmmsg(
-                socket.as_fd().as_raw_fd(),
-                self.headers.as_mut_ptr(),
-                want as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                ptr::null_mut(),
-            )
+        // touches them during the call. MSG_TRUNC makes each `msg_len` the
+        // datagram's real size, even when it was cut to its slot.
+        let result = unsafe { super::sys::recvmmsg(socket, headers, libc::MSG_TRUNC) };
+        let (count, err) = match result {
+            Ok(n) => (n, None),
+            Err(err) => (0, Some(err)),
         };
-        // A negative return is -1 with errno set; anything else is a count ≤ want.
-        let count = usize::try_from(rc).map(|n| n.min(want));
-        let err = count.is_err().then(io::Error::last_os_error);
-        let count = count.unwrap_or(0);
         for ((header, name), received) in self
             .headers
             .iter()
@@ -212,6 +207,7 @@ impl RecvBatch {
             .filter_map(|(r, slot)| {
                 Some(Datagram {
                     bytes: slot.get(..r.len).unwrap_or(slot),
+                    len: r.len,
                     source: r.source?,
                     kernel_drops: r.drops,
                 })
@@ -307,8 +303,15 @@ mod tests {
         assert_eq!(got, vec![(b"one".to_vec(), from), (Vec::new(), from)]);
         // Fewer than asked: the queue is empty.
         assert_eq!(batch.recv(&server, 8).unwrap(), 2);
-        let got: Vec<_> = batch.datagrams().map(|d| d.bytes.to_vec()).collect();
-        assert_eq!(got, vec![b"three".to_vec(), b"longer t".to_vec()]);
+        let got: Vec<_> = batch
+            .datagrams()
+            .map(|d| (d.bytes.to_vec(), d.len))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(b"three".to_vec(), 5), (b"longer t".to_vec(), 17)],
+            "a cut datagram still reports its real size"
+        );
         assert!(batch.datagrams().all(|d| d.kernel_drops.is_none()));
     }
 

@@ -2,12 +2,17 @@
 //! functions over socket2 that return errors naming the action and the address.
 //! These keep the teaching project's names: `stream_socket`, `datagram_socket`,
 //! `bind`, `listen`, `accept`, `connect`, `send_message`, `sendto`, `recvfrom`.
-//! The server reads UDP in batches through [`mmsg::RecvBatch`] (`recvmmsg`).
+//! The server reads UDP in batches through [`mmsg::RecvBatch`] (`recvmmsg`). The few
+//! calls socket2 does not wrap go through [`sys`], the one place for raw syscalls.
 
+pub mod activation;
 pub mod fdlimit;
 pub mod filter;
 pub mod listen;
 pub mod mmsg;
+pub mod proxy;
+pub mod sys;
+pub mod unix;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -147,8 +152,7 @@ pub fn recvfrom(socket: &mio::net::UdpSocket, buf: &mut [u8]) -> io::Result<(usi
 /// Asks the kernel to attach its drop count to received datagrams (SO_RXQ_OVFL);
 /// [`mmsg::RecvBatch`] reports it with each datagram.
 pub fn enable_drop_count<S: std::os::fd::AsFd>(socket: &S) -> io::Result<()> {
-    nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::RxqOvfl, &1)
-        .map_err(io::Error::from)
+    sys::setsockopt_int(socket, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
 }
 
 /// Sets SO_RCVBUF (`--recv-buffer`). The kernel doubles the value for its own
@@ -169,14 +173,7 @@ pub fn set_keepalive<S: std::os::fd::AsFd>(socket: &S, idle: Duration) -> io::Re
 /// How many bytes the kernel holds unread for `stream` (FIONREAD): what a drain
 /// at shutdown still has to read.
 pub fn pending_bytes<S: std::os::fd::AsRawFd>(stream: &S) -> io::Result<usize> {
-    let mut pending: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer, which points to a live
-    // local; the descriptor is owned by `stream` for the duration of the call.
-    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut pending) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(usize::try_from(pending).unwrap_or(0))
+    sys::unread_bytes(stream)
 }
 
 #[cfg(test)]

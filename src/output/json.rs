@@ -22,11 +22,15 @@ pub fn write_line(message: &Message<'_>, clock: &mut Clock, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"conn\":");
         out.extend_from_slice(itoa::Buffer::new().format(conn).as_bytes());
     }
+    if let Some(subject) = message.peer.tls_client() {
+        out.extend_from_slice(b",\"tls_client\":");
+        let _ = serde_json::to_writer(&mut *out, subject);
+    }
     match std::str::from_utf8(message.bytes) {
         Ok(text) => {
-            out.extend_from_slice(b",\"msg\":");
-            // Writing into a Vec cannot fail, and a &str always serialises.
-            let _ = serde_json::to_writer(&mut *out, text);
+            out.extend_from_slice(b",\"msg\":\"");
+            escape_str(text, out);
+            out.push(b'"');
         }
         Err(_) => {
             out.extend_from_slice(b",\"msg_b64\":\"");
@@ -42,6 +46,47 @@ pub fn write_line(message: &Message<'_>, clock: &mut Clock, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(b"}\n");
+}
+
+/// Appends `text` as the inside of a JSON string. Beyond what JSON requires (`"`,
+/// `\\` and the C0 controls), DEL and the C1 controls (U+0080 to U+009F, among them
+/// U+009B, a terminal's CSI) are escaped as `\u007f`, `\u009b`: the string stays
+/// the same to a JSON reader, but `tail -f out.json` in a terminal cannot be driven
+/// by a peer. Runs that need no escape are copied whole.
+pub fn escape_str(text: &str, out: &mut Vec<u8>) {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        // In valid UTF-8, 0xC2 is always the lead byte of U+0080..U+00BF.
+        let c1 = b == 0xC2 && bytes.get(i + 1).is_some_and(|n| (0x80..=0x9F).contains(n));
+        if !(b < 0x20 || b == b'"' || b == b'\\' || b == 0x7F || c1) {
+            i += 1;
+            continue;
+        }
+        out.extend_from_slice(bytes.get(start..i).unwrap_or_default());
+        let (code, width) = if c1 {
+            (bytes.get(i + 1).copied().unwrap_or(0), 2)
+        } else {
+            (b, 1)
+        };
+        match code {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(code >> 4)]);
+                out.push(HEX[usize::from(code & 0xF)]);
+            }
+        }
+        i += width;
+        start = i;
+    }
+    out.extend_from_slice(bytes.get(start..).unwrap_or_default());
 }
 
 #[cfg(test)]
@@ -74,6 +119,36 @@ mod tests {
         assert_eq!(v["peer"], "127.0.0.1:54321");
         assert_eq!(v["ts"], "2026-11-18T11:06:40.123456Z");
         assert!(v.get("msg_b64").is_none());
+    }
+
+    #[test]
+    fn del_and_c1_controls_are_escaped() {
+        let mut out = Vec::new();
+        escape_str(
+            "a\u{7f}b\u{9b}[31m\u{80}\u{9f}\u{a0}é\u{1b}\"\\\n",
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a\\u007fb\\u009b[31m\\u0080\\u009f\u{a0}é\\u001b\\\"\\\\\\n"
+        );
+        let v = line("csi \u{9b}2J del \u{7f}".as_bytes(), None, Proto::Udp);
+        assert_eq!(v["msg"], "csi \u{9b}2J del \u{7f}");
+    }
+
+    proptest::proptest! {
+        /// Any text comes back unchanged through a JSON reader, and what is written
+        /// holds no control character of any range, raw.
+        #[test]
+        fn escaped_text_round_trips_and_holds_no_control(text in "\\PC*|[\u{0}-\u{a0}]*") {
+            let mut out = b"\"".to_vec();
+            escape_str(&text, &mut out);
+            out.push(b'"');
+            let written = String::from_utf8(out.clone()).unwrap();
+            proptest::prop_assert!(!written.chars().any(char::is_control), "{written:?}");
+            let back: String = serde_json::from_slice(&out).unwrap();
+            proptest::prop_assert_eq!(back, text);
+        }
     }
 
     #[test]

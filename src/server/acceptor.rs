@@ -19,17 +19,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpListener;
+use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, warn};
 
-use crate::message::ConnId;
+use crate::message::{ConnId, Peer};
 use crate::net::fdlimit::SpareFd;
 use crate::net::filter::{ConnLimits, Filter, Refusal};
 
+use super::inbox::Job;
 use super::pool::ThreadPool;
 use super::stats::Counters;
-use super::worker::Job;
+use super::transport::Stream;
 
 /// Wakes the acceptor to stop.
 pub const STOP: Token = Token(usize::MAX - 1);
@@ -46,6 +47,9 @@ pub struct AcceptPolicy {
     pub limits: Arc<ConnLimits>,
     /// `--keepalive`: TCP keepalive on accepted connections.
     pub keepalive: Option<Duration>,
+    /// `--proxy-protocol`: the proxies that may connect (`--proxy-from`). The
+    /// client's own checks wait for its header (`server::proxied`).
+    pub proxy_from: Option<Filter>,
 }
 
 /// A warning written at most once per [`WARN_EVERY`], with how many were held back.
@@ -71,11 +75,43 @@ impl RateLimited {
     }
 }
 
+/// A listening socket: TCP, or a Unix stream socket.
+#[derive(Debug)]
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// The teaching project's `accept`: one connection, and its address when it
+    /// has one (a Unix stream's peer has none).
+    fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
+        match self {
+            Listener::Tcp(listener) => {
+                crate::net::accept(listener).map(|(stream, addr)| (Stream::Tcp(stream), Some(addr)))
+            }
+            // mio accepts with accept4(SOCK_NONBLOCK | SOCK_CLOEXEC).
+            Listener::Unix(listener) => listener
+                .accept()
+                .map(|(stream, _)| (Stream::Unix(stream), None)),
+        }
+    }
+}
+
+/// How a connection's peer is shown: its address, or a Unix peer's credentials.
+fn peer_of(stream: &Stream, addr: Option<SocketAddr>) -> Peer {
+    match (addr, stream) {
+        (Some(addr), _) => Peer::new(addr),
+        (None, Stream::Unix(stream)) => Peer::local(&crate::net::unix::peer_credentials(stream)),
+        (None, Stream::Tcp(_)) => Peer::local("-"),
+    }
+}
+
 /// The listeners and their poll.
 #[derive(Debug)]
 pub struct Acceptor {
     poll: Poll,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     policy: AcceptPolicy,
     next_id: ConnId,
     next_worker: usize,
@@ -90,16 +126,24 @@ impl Acceptor {
     /// Registers the listeners; the waker stops [`Acceptor::run`].
     pub fn new(
         listeners: Vec<std::net::TcpListener>,
+        unix: Vec<std::os::unix::net::UnixListener>,
         policy: AcceptPolicy,
     ) -> io::Result<(Acceptor, Arc<Waker>)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
-        let mut registered = Vec::with_capacity(listeners.len());
-        for (i, listener) in listeners.into_iter().enumerate() {
-            let mut listener = TcpListener::from_std(listener);
-            poll.registry()
-                .register(&mut listener, Token(i), Interest::READABLE)?;
-            registered.push(listener);
+        let mut registered = Vec::with_capacity(listeners.len() + unix.len());
+        for listener in listeners {
+            registered.push(Listener::Tcp(TcpListener::from_std(listener)));
+        }
+        for listener in unix {
+            registered.push(Listener::Unix(UnixListener::from_std(listener)));
+        }
+        for (i, listener) in registered.iter_mut().enumerate() {
+            let registry = poll.registry();
+            match listener {
+                Listener::Tcp(l) => registry.register(l, Token(i), Interest::READABLE)?,
+                Listener::Unix(l) => registry.register(l, Token(i), Interest::READABLE)?,
+            }
         }
         Ok((
             Acceptor {
@@ -137,6 +181,7 @@ impl Acceptor {
                 Err(err) => return Err(err),
             }
             if stop.load(Ordering::SeqCst) {
+                self.accept_backlog(pool, counters, &mut woken);
                 return Ok(());
             }
             let retry = self.retry_at.is_some_and(|at| Instant::now() >= at);
@@ -157,25 +202,43 @@ impl Acceptor {
         }
     }
 
+    /// At shutdown: accepts what the kernel queued on every listener (connections
+    /// whose handshake completed before the signal) and hands it to the workers
+    /// ahead of their drain job, so closing the listeners right after resets
+    /// nothing that was waiting. See docs/deploy.md for what may still arrive
+    /// between this pass and the close.
+    fn accept_backlog(&mut self, pool: &ThreadPool, counters: &Counters, woken: &mut [bool]) {
+        for i in 0..self.listeners.len() {
+            self.accept_all(i, pool, counters, woken);
+        }
+        for (index, flag) in woken.iter_mut().enumerate() {
+            if std::mem::take(flag) {
+                pool.wake(index);
+            }
+        }
+    }
+
     /// The teaching project's `accept`, until the listener has no more.
     fn accept_all(&mut self, i: usize, pool: &ThreadPool, counters: &Counters, woken: &mut [bool]) {
         loop {
             let Some(listener) = self.listeners.get(i) else {
                 return;
             };
-            match crate::net::accept(listener) {
-                Ok((stream, peer)) => {
-                    if let Err(reason) = self.admit(peer) {
+            match listener.accept() {
+                Ok((stream, addr)) => {
+                    if let Err(reason) = self.admit(addr) {
+                        self.refuse(reason, &peer_of(&stream, addr), counters);
                         // Dropping the stream closes it unread.
                         drop(stream);
-                        self.refuse(reason, peer, counters);
                         continue;
                     }
                     if let Some(idle) = self.policy.keepalive
-                        && let Err(err) = crate::net::set_keepalive(&stream, idle)
+                        && let Stream::Tcp(tcp) = &stream
+                        && let Err(err) = crate::net::set_keepalive(tcp, idle)
                     {
-                        debug!(peer = %peer, "cannot set keepalive: {}", crate::net::describe(&err));
+                        debug!("cannot set keepalive: {}", crate::net::describe(&err));
                     }
+                    let peer = peer_of(&stream, addr);
                     counters.accepted();
                     let id = self.next_id;
                     self.next_id += 1;
@@ -220,11 +283,11 @@ impl Acceptor {
             return Spare::Unavailable;
         }
         self.spare.release();
-        let accepted = self.listeners.get(i).map(crate::net::accept);
+        let accepted = self.listeners.get(i).map(Listener::accept);
         let outcome = match accepted {
-            Some(Ok((stream, peer))) => {
+            Some(Ok((stream, addr))) => {
+                self.refuse(Refusal::NoDescriptors, &peer_of(&stream, addr), counters);
                 drop(stream);
-                self.refuse(Refusal::NoDescriptors, peer, counters);
                 Spare::Refused
             }
             // Linux reports EMFILE before looking at the queue: it may be empty.
@@ -245,20 +308,31 @@ impl Acceptor {
 
     /// Checks the access lists and the limits; on success the connection is counted
     /// as open until its worker releases it.
-    fn admit(&self, peer: SocketAddr) -> Result<(), Refusal> {
-        if !self.policy.filter.permits(peer.ip()) {
+    /// A connection with no address (a Unix stream) meets `--max-connections` only;
+    /// with `--proxy-protocol` a TCP one meets `--proxy-from` here and its client's
+    /// checks once the header names it (`server::proxied`).
+    fn admit(&self, addr: Option<SocketAddr>) -> Result<(), Refusal> {
+        let Some(addr) = addr else {
+            return self.policy.limits.admit_unnamed();
+        };
+        if let Some(proxies) = &self.policy.proxy_from {
+            if !proxies.permits(addr.ip()) {
+                return Err(Refusal::Denied);
+            }
+            return self.policy.limits.admit_unnamed();
+        }
+        if !self.policy.filter.permits(addr.ip()) {
             return Err(Refusal::Denied);
         }
-        self.policy.limits.admit(peer.ip())
+        self.policy.limits.admit(addr.ip())
     }
 
-    fn refuse(&mut self, reason: Refusal, peer: SocketAddr, counters: &Counters) {
+    fn refuse(&mut self, reason: Refusal, peer: &Peer, counters: &Counters) {
         counters.refused(reason);
         let Some(limit) = self.refusals.get_mut(reason as usize) else {
             return;
         };
         if let Some(suppressed) = limit.check(Instant::now()) {
-            let peer = crate::message::Peer::new(peer);
             let why = match reason {
                 Refusal::MaxConnections => format!(
                     "--max-connections {} reached",
@@ -267,9 +341,13 @@ impl Acceptor {
                 Refusal::MaxPerIp => format!(
                     "--max-per-ip {} reached for {}",
                     self.policy.limits.max_per_ip.unwrap_or(0),
-                    peer.addr().ip()
+                    peer.addr().map(|a| a.ip().to_string()).unwrap_or_default()
                 ),
+                Refusal::Denied if self.policy.proxy_from.is_some() => {
+                    "not a proxy named by --proxy-from".to_string()
+                }
                 Refusal::Denied => "denied by --allow/--deny".to_string(),
+                Refusal::ProxyHeader => "no valid PROXY protocol header".to_string(),
                 Refusal::NoDescriptors => "out of file descriptors".to_string(),
             };
             warn!(peer = %peer, reason = reason.as_str(), "connection from {peer} refused: {why}{}", held_back(suppressed));

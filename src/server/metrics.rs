@@ -5,8 +5,15 @@
 //! The responder is a non-blocking event loop: each client has a bounded request
 //! buffer ([`MAX_REQUEST`]) and a deadline ([`CLIENT_DEADLINE`]), at most
 //! [`MAX_CLIENTS`] are served at once (more are closed at once), and every answer
-//! ends with `Connection: close`. A malformed request gets 400, a path other than
-//! `/metrics` 404, a method other than GET or HEAD 405, an oversize request 431.
+//! ends with `Connection: close`. What a request gets is decided in [`http`]
+//! (httparse, sans-IO); this file keeps the page and the sockets.
+//!
+//! The page is written here rather than with `prometheus-client`: the counters are
+//! the workers' plain atomics, read at scrape time, and that crate would want its
+//! own metric types (or a collector re-encoding ours on every scrape) for a fixed
+//! list of families that a dozen lines print.
+
+pub mod http;
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
@@ -19,13 +26,16 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{debug, warn};
 
+use crate::message::Proto;
 use crate::net::filter::{ConnLimits, Refusal};
 use crate::net::{NetError, bind, listen, stream_socket};
 
 use super::stats::{DropReason, Stats};
+use super::tls::TlsFailure;
 
-/// The longest request (request line and headers) read before answering 431.
-pub const MAX_REQUEST: usize = 8 * 1024;
+pub use self::http::MAX_REQUEST;
+use self::http::{judge, response};
+
 /// A client that has not sent its request and read the answer by then is closed.
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
 /// Clients served at once; more are closed at once.
@@ -115,14 +125,23 @@ pub fn render(stats: &Stats, limits: &ConnLimits) -> String {
         "Messages received and handled, by protocol.",
         &labelled(
             "proto",
-            vec![("tcp", t.messages[0]), ("udp", t.messages[1])],
+            Proto::ALL
+                .iter()
+                .map(|p| (p.as_str(), t.messages[*p as usize]))
+                .collect(),
         ),
     );
     family(
         "sockpool_bytes_received_total",
         "counter",
         "Bytes received, by protocol.",
-        &labelled("proto", vec![("tcp", t.bytes[0]), ("udp", t.bytes[1])]),
+        &labelled(
+            "proto",
+            Proto::ALL
+                .iter()
+                .map(|p| (p.as_str(), t.bytes[*p as usize]))
+                .collect(),
+        ),
     );
     family(
         "sockpool_messages_dropped_total",
@@ -141,6 +160,18 @@ pub fn render(stats: &Stats, limits: &ConnLimits) -> String {
         "counter",
         "UDP datagrams the kernel dropped for want of socket buffer room (SO_RXQ_OVFL).",
         &one(t.udp_kernel_drops),
+    );
+    family(
+        "sockpool_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed, by reason.",
+        &labelled(
+            "reason",
+            TlsFailure::ALL
+                .iter()
+                .map(|r| (r.as_str(), t.tls_failures_by(*r)))
+                .collect(),
+        ),
     );
     let per_worker: Vec<(String, u64)> = stats
         .workers
@@ -187,79 +218,6 @@ pub fn render(stats: &Stats, limits: &ConnLimits) -> String {
         );
     }
     out
-}
-
-/// What a request asks for, or why it cannot be answered.
-#[derive(Debug, PartialEq, Eq)]
-enum Answer {
-    Metrics { head: bool },
-    BadRequest,
-    NotFound,
-    MethodNotAllowed,
-    TooLarge,
-}
-
-/// Parses the request head (up to and including the blank line).
-fn answer(head: &[u8]) -> Answer {
-    let Ok(head) = std::str::from_utf8(head) else {
-        return Answer::BadRequest;
-    };
-    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let Some(request_line) = lines.next() else {
-        return Answer::BadRequest;
-    };
-    let parts: Vec<&str> = request_line.split(' ').collect();
-    let [method, target, version] = parts.as_slice() else {
-        return Answer::BadRequest;
-    };
-    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphabetic());
-    if !token(method) || !target.starts_with('/') || !version.starts_with("HTTP/1.") {
-        return Answer::BadRequest;
-    }
-    if target.bytes().any(|b| b.is_ascii_control()) {
-        return Answer::BadRequest;
-    }
-    // Every header line is `name: value`; the head ends with an empty line.
-    for line in lines {
-        if line.is_empty() {
-            break;
-        }
-        match line.split_once(':') {
-            Some((name, _)) if !name.is_empty() && !name.contains(' ') => {}
-            _ => return Answer::BadRequest,
-        }
-    }
-    let path = target.split_once('?').map_or(*target, |(p, _)| p);
-    if path != "/metrics" {
-        return Answer::NotFound;
-    }
-    match *method {
-        "GET" => Answer::Metrics { head: false },
-        "HEAD" => Answer::Metrics { head: true },
-        _ => Answer::MethodNotAllowed,
-    }
-}
-
-/// Where the end of the request head is (one past the blank line), if received.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    memchr::memmem::find(buf, b"\r\n\r\n")
-        .map(|i| i + 4)
-        .or_else(|| memchr::memmem::find(buf, b"\n\n").map(|i| i + 2))
-}
-
-fn response(status: &str, content_type: &str, body: &str, head: bool) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    if status.starts_with("405") {
-        out.push_str("Allow: GET, HEAD\r\n");
-    }
-    out.push_str("\r\n");
-    if !head {
-        out.push_str(body);
-    }
-    out.into_bytes()
 }
 
 struct Client {
@@ -402,8 +360,7 @@ impl Responder {
                         client
                             .request
                             .extend_from_slice(chunk.get(..n.min(room)).unwrap_or_default());
-                        if head_end(&client.request).is_some() || client.request.len() > MAX_REQUEST
-                        {
+                        if judge(&client.request).is_some() {
                             break;
                         }
                     }
@@ -416,40 +373,9 @@ impl Responder {
                 }
             }
             if !done {
-                let decided = match head_end(&client.request) {
-                    Some(end) => Some(answer(client.request.get(..end).unwrap_or_default())),
-                    None if client.request.len() > MAX_REQUEST => Some(Answer::TooLarge),
-                    None => None,
-                };
-                client.reply = decided.map(|a| match a {
-                    Answer::Metrics { head } => response(
-                        "200 OK",
-                        "text/plain; version=0.0.4; charset=utf-8",
-                        &render(&self.stats, &self.limits),
-                        head,
-                    ),
-                    Answer::BadRequest => {
-                        response("400 Bad Request", "text/plain", "bad request\n", false)
-                    }
-                    Answer::NotFound => response(
-                        "404 Not Found",
-                        "text/plain",
-                        "not found: try /metrics\n",
-                        false,
-                    ),
-                    Answer::MethodNotAllowed => response(
-                        "405 Method Not Allowed",
-                        "text/plain",
-                        "method not allowed\n",
-                        false,
-                    ),
-                    Answer::TooLarge => response(
-                        "431 Request Header Fields Too Large",
-                        "text/plain",
-                        "request too large\n",
-                        false,
-                    ),
-                });
+                let (stats, limits) = (&self.stats, &self.limits);
+                client.reply =
+                    judge(&client.request).map(|answer| response(answer, || render(stats, limits)));
             }
         }
         if let Some(reply) = &client.reply {
@@ -493,33 +419,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_are_judged() {
-        let metrics = Answer::Metrics { head: false };
-        assert_eq!(answer(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), metrics);
-        assert_eq!(answer(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"), metrics);
-        assert_eq!(
-            answer(b"HEAD /metrics HTTP/1.1\r\n\r\n"),
-            Answer::Metrics { head: true }
-        );
-        assert_eq!(answer(b"GET / HTTP/1.1\r\n\r\n"), Answer::NotFound);
-        assert_eq!(
-            answer(b"POST /metrics HTTP/1.1\r\n\r\n"),
-            Answer::MethodNotAllowed
-        );
-        assert_eq!(answer(b"hello\r\n\r\n"), Answer::BadRequest);
-        assert_eq!(answer(b"GET /metrics\r\n\r\n"), Answer::BadRequest);
-        assert_eq!(
-            answer(b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n"),
-            Answer::BadRequest
-        );
-        assert_eq!(answer(b"GET metrics HTTP/1.1\r\n\r\n"), Answer::BadRequest);
-        assert_eq!(
-            answer(b"\xff\xfe /metrics HTTP/1.1\r\n\r\n"),
-            Answer::BadRequest
-        );
-    }
-
-    #[test]
     fn every_family_has_help_and_type() {
         let stats = Stats::new(2);
         stats.acceptor.accepted();
@@ -536,6 +435,7 @@ mod tests {
             "sockpool_bytes_received_total",
             "sockpool_messages_dropped_total",
             "sockpool_udp_kernel_drops_total",
+            "sockpool_tls_handshake_failures_total",
             "sockpool_worker_connections",
             "sockpool_max_connections",
             "sockpool_output_errors_total",

@@ -3,15 +3,23 @@
 
 pub mod acceptor;
 pub mod batch;
+pub mod broker;
 pub mod conn;
 pub mod idle;
+pub mod inbox;
 pub mod metrics;
 pub mod mode;
 pub mod pool;
+pub mod proxied;
+pub mod ready;
 pub mod reload;
 pub mod shutdown;
 pub mod stats;
+pub mod tcp;
+pub mod tls;
+pub mod transport;
 pub mod udp;
+pub mod unixgram;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -25,7 +33,8 @@ use crate::frame::FrameConfig;
 use crate::net::NetError;
 use crate::net::fdlimit;
 use crate::net::filter::{ConnLimits, Filter};
-use crate::net::listen::{ListenConfig, bind_all};
+use crate::net::listen::{ListenConfig, Listeners, bind_all};
+use crate::net::unix::{SocketFile, UnixBound, UnixPath, bind_unix};
 use crate::output::{Format, Target};
 
 use self::acceptor::{AcceptPolicy, Acceptor};
@@ -33,11 +42,18 @@ use self::mode::Mode;
 use self::pool::{PoolConfig, ThreadPool};
 use self::reload::Reloads;
 use self::stats::Stats;
+use self::tls::{TlsError, TlsServer, TlsSettings};
 
 /// A validated server configuration (built by `cli::server`).
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The IP addresses of `--listen`.
     pub listen: Vec<SocketAddr>,
+    /// Its `unix:PATH` and `unixgram:PATH` addresses, served whatever
+    /// `--tcp-only`/`--udp-only` say (the scheme says which kind).
+    pub unix: Vec<UnixPath>,
+    /// `--unix-mode`: permissions of the socket files created.
+    pub unix_mode: u32,
     pub tcp: bool,
     pub udp: bool,
     pub workers: usize,
@@ -64,12 +80,21 @@ pub struct Config {
     pub recv_buffer: Option<usize>,
     /// TCP keepalive idle time on accepted connections; `None`: off.
     pub keepalive: Option<Duration>,
+    /// `--reuse-port`: share the address with other processes (SO_REUSEPORT).
+    pub reuse_port: bool,
+    /// `--proxy-protocol`: who may connect (`--proxy-from`; an empty list admits
+    /// everyone); `None`: connections carry no PROXY header.
+    pub proxy_from: Option<Filter>,
+    /// `--tls-cert` and friends: TCP and Unix stream connections speak TLS.
+    pub tls: Option<TlsSettings>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            unix: Vec::new(),
+            unix_mode: 0o660,
             tcp: true,
             udp: true,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
@@ -87,6 +112,9 @@ impl Default for Config {
             metrics: None,
             recv_buffer: None,
             keepalive: None,
+            reuse_port: false,
+            proxy_from: None,
+            tls: None,
         }
     }
 }
@@ -99,6 +127,8 @@ const SINK_CAPACITY: usize = 4 * 1024 * 1024;
 pub enum ServerError {
     #[error(transparent)]
     Net(#[from] NetError),
+    #[error("cannot use the sockets passed by socket activation: {0}")]
+    Activation(#[from] crate::net::activation::ActivationError),
     #[error("cannot open output {target}: {}", crate::net::describe(.source))]
     Output {
         target: String,
@@ -114,6 +144,19 @@ pub enum ServerError {
         action: &'static str,
         source: std::io::Error,
     },
+    /// A certificate or key that does not load: bad usage, exit 2.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+impl ServerError {
+    /// 2 for what the user must fix in the command line or its files, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServerError::Tls(_) => 2,
+            _ => 1,
+        }
+    }
 }
 
 fn unacknowledged_text(unacknowledged: u64, timeout: &Duration) -> String {
@@ -131,10 +174,45 @@ fn io_err(action: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
     move |source| ServerError::Io { action, source }
 }
 
+/// The Unix sockets, bound, each announced; the files are removed
+/// when the returned [`SocketFile`]s are dropped, at the end of [`start`].
+#[allow(clippy::type_complexity)]
+fn bind_unix_all(
+    config: &Config,
+) -> Result<
+    (
+        Vec<std::os::unix::net::UnixListener>,
+        Vec<std::os::unix::net::UnixDatagram>,
+        Vec<SocketFile>,
+    ),
+    ServerError,
+> {
+    let (mut streams, mut datagrams, mut files) = (Vec::new(), Vec::new(), Vec::new());
+    for addr in &config.unix {
+        match bind_unix(addr, config.unix_mode, config.backlog)? {
+            UnixBound::Stream(listener, file) => {
+                streams.push(listener);
+                files.push(file);
+            }
+            UnixBound::Datagram(socket, file) => {
+                datagrams.push(socket);
+                files.push(file);
+            }
+        }
+        eprintln!("listening {} {}", addr.kind.scheme(), addr.path.display());
+    }
+    Ok((streams, datagrams, files))
+}
+
 /// The teaching project's `start`: serves until SIGINT/SIGTERM, then drains within
 /// `drain_timeout` and writes the summary to stderr.
 pub fn start(config: Config) -> Result<(), ServerError> {
     let workers = config.workers.max(1);
+    // Before anything is bound: a certificate that does not load is bad usage.
+    let tls = match config.tls.clone() {
+        Some(settings) => Some(Arc::new(TlsServer::load(settings)?)),
+        None => None,
+    };
     let signals = shutdown::catch().map_err(io_err("watch for signals"))?;
     // Every connection costs a descriptor: take all the system lets us have.
     let nofile = fdlimit::raise_nofile().map_err(io_err("read the open-files limit"))?;
@@ -145,17 +223,41 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         source,
     };
     let output = config.output.open(&stats.output).map_err(output_error)?;
-    let listeners = bind_all(
-        &ListenConfig {
-            addrs: config.listen.clone(),
-            tcp: config.tcp,
-            udp: config.udp,
-            backlog: config.backlog,
-            udp_sockets: workers,
-            recv_buffer: config.recv_buffer,
-        },
-        |line| eprintln!("{line}"),
-    )?;
+    // The socket files this process created are removed when these drop, at exit.
+    let (listeners, unix_streams, unixgram, _socket_files) =
+        match crate::net::activation::listen_fds()? {
+            // systemd's sockets replace --listen.
+            Some(passed) => {
+                let (listeners, unix) =
+                    Listeners::from_activated(passed, |line| eprintln!("{line}"));
+                let (streams, datagrams) = crate::net::unix::from_activated(unix)?;
+                (listeners, streams, datagrams, Vec::new())
+            }
+            None => {
+                let listeners = bind_all(
+                    &ListenConfig {
+                        addrs: config.listen.clone(),
+                        tcp: config.tcp,
+                        udp: config.udp,
+                        backlog: config.backlog,
+                        udp_sockets: workers,
+                        recv_buffer: config.recv_buffer,
+                        reuse_port: config.reuse_port,
+                    },
+                    |line| eprintln!("{line}"),
+                )?;
+                let (streams, datagrams, files) = bind_unix_all(&config)?;
+                (listeners, streams, datagrams, files)
+            }
+        };
+    if config.reuse_port
+        && config.tcp
+        && crate::net::listen::migrates_queued_connections() == Some(false)
+    {
+        warn!(
+            "--reuse-port: net.ipv4.tcp_migrate_req is 0, so a connection that reaches this process's queue as it stops is reset instead of being handed to another process (docs/deploy.md)"
+        );
+    }
     // What is open now, plus each worker's poll and waker still to come.
     let in_use = fdlimit::open_descriptors().unwrap_or(16) + 2 * workers as u64;
     let fd_max = fdlimit::default_max_connections(nofile, in_use);
@@ -186,6 +288,7 @@ pub fn start(config: Config) -> Result<(), ServerError> {
     let (pool, sink) = ThreadPool::new(PoolConfig {
         workers,
         udp: listeners.udp,
+        unixgram,
         frame: config.frame,
         mode: config.mode,
         format: config.output.format(config.format),
@@ -196,6 +299,8 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         limits: Arc::clone(&limits),
         filter: Arc::clone(&filter),
         idle_timeout: config.idle_timeout,
+        proxy_protocol: config.proxy_from.is_some(),
+        tls: tls.clone(),
     })
     .map_err(|err| {
         // A destination that cannot start (NATS refusing our credentials) says why.
@@ -209,9 +314,10 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         filter: config.filter.clone(),
         limits: Arc::clone(&limits),
         keepalive: config.keepalive,
+        proxy_from: config.proxy_from.clone(),
     };
-    let (mut acceptor, stop_waker) =
-        Acceptor::new(listeners.tcp, policy).map_err(io_err("watch the listeners"))?;
+    let (mut acceptor, stop_waker) = Acceptor::new(listeners.tcp, unix_streams, policy)
+        .map_err(io_err("watch the listeners"))?;
     let stop = Arc::new(AtomicBool::new(false));
     let signal_stop = Arc::clone(&stop);
     // The acceptor keeps its own reference: closing a waker's eventfd right after
@@ -222,12 +328,18 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         let reopener = sink.reopener();
         reloads.add("reopen the output", move || reopener.reopen());
     }
+    if let Some(tls) = &tls {
+        let tls = Arc::clone(tls);
+        reloads.add("reload the TLS certificate and key", move || {
+            tls::reload_tls(&tls);
+        });
+    }
     shutdown::on_signal(signals, reloads, move || {
         signal_stop.store(true, Ordering::SeqCst);
         let _ = signal_waker.wake();
     })
     .map_err(io_err("watch for signals"))?;
-    info!(workers, mode = ?config.mode, "serving");
+    info!(workers, mode = %config.mode, "serving");
 
     acceptor
         .run(&pool, &stats.acceptor, &stop)
@@ -241,8 +353,8 @@ pub fn start(config: Config) -> Result<(), ServerError> {
     let mut output_done = false;
     if finished < pool.size() {
         warn!(
-            "drain timeout after {:?}: {} of {} workers still busy",
-            config.drain_timeout,
+            "drain timeout after {}: {} of {} workers still busy",
+            crate::human::duration(config.drain_timeout),
             pool.size() - finished,
             pool.size()
         );
@@ -251,8 +363,8 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         output_done = sink.finish_until(deadline);
         if !output_done {
             warn!(
-                "drain timeout after {:?}: output not fully written",
-                config.drain_timeout
+                "drain timeout after {}: output not fully written",
+                crate::human::duration(config.drain_timeout)
             );
         }
     }

@@ -17,6 +17,14 @@ pub enum Mode {
     Chat,
 }
 
+/// As the flag spells it (`print`), for logs.
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = clap::ValueEnum::to_possible_value(self);
+        f.write_str(value.as_ref().map_or("?", |v| v.get_name()))
+    }
+}
+
 /// How a message is relayed to the other TCP clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Relay {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use mio::{Poll, Waker};
 
 use crate::frame::FrameConfig;
@@ -16,9 +16,11 @@ use crate::net::filter::{ConnLimits, Filter};
 use crate::output::{Destination, Format, Notify, Sink};
 
 use super::batch::Batch;
+use super::inbox::{Job, Mailbox, WAKER};
 use super::mode::Mode;
 use super::stats::Stats;
-use super::worker::{Job, WAKER, Worker, WorkerSetup};
+use super::tls::TlsServer;
+use super::worker::{Worker, WorkerSetup};
 
 /// What the pool is built from.
 #[derive(Debug)]
@@ -26,6 +28,8 @@ pub struct PoolConfig {
     pub workers: usize,
     /// Per listen address, one UDP socket per worker.
     pub udp: Vec<Vec<UdpSocket>>,
+    /// Unix datagram sockets: socket `j` is read by worker `j % workers`.
+    pub unixgram: Vec<std::os::unix::net::UnixDatagram>,
     pub frame: FrameConfig,
     pub mode: Mode,
     pub format: Format,
@@ -41,25 +45,10 @@ pub struct PoolConfig {
     pub filter: Arc<Filter>,
     /// `--idle-timeout`; `None`: never.
     pub idle_timeout: Option<Duration>,
-}
-
-/// How to reach one worker: its inbox and the waker of its event loop.
-#[derive(Debug)]
-pub struct Mailbox {
-    inbox: Sender<Job>,
-    waker: Arc<Waker>,
-}
-
-impl Mailbox {
-    /// Queues `job` without waking the worker (see [`Mailbox::wake`]), so a burst
-    /// of jobs costs one wake-up.
-    pub fn post(&self, job: Job) {
-        let _ = self.inbox.send(job);
-    }
-
-    pub fn wake(&self) {
-        let _ = self.waker.wake();
-    }
+    /// `--proxy-protocol`: connections start with a PROXY header.
+    pub proxy_protocol: bool,
+    /// TLS for TCP and Unix stream connections.
+    pub tls: Option<Arc<TlsServer>>,
 }
 
 /// The running workers.
@@ -112,9 +101,15 @@ impl ThreadPool {
         for waker in wakers {
             let (inbox, rx) = crossbeam_channel::unbounded();
             inboxes.push(rx);
-            mailboxes.push(Mailbox { inbox, waker });
+            mailboxes.push(Mailbox::new(inbox, waker));
         }
         let mailboxes: Arc<[Mailbox]> = mailboxes.into();
+        let mut unixgram_of: Vec<Vec<_>> = (0..size).map(|_| Vec::new()).collect();
+        for (j, socket) in config.unixgram.drain(..).enumerate() {
+            if let Some(sockets) = unixgram_of.get_mut(j % size) {
+                sockets.push(socket);
+            }
+        }
         for (index, ((poll, inbox), sink_handle)) in
             polls.into_iter().zip(inboxes).zip(sink_handles).enumerate()
         {
@@ -123,12 +118,17 @@ impl ThreadPool {
                 .iter_mut()
                 .filter_map(|sockets| (!sockets.is_empty()).then(|| sockets.remove(0)))
                 .collect();
+            let unixgram = unixgram_of
+                .get_mut(index)
+                .map(std::mem::take)
+                .unwrap_or_default();
             let worker = Worker::new(WorkerSetup {
                 index,
                 poll,
                 inbox,
                 mailboxes: Arc::clone(&mailboxes),
                 udp,
+                unixgram,
                 batch: Batch::new(sink_handle, config.format),
                 stats: Arc::clone(&config.stats),
                 frame: config.frame,
@@ -138,6 +138,8 @@ impl ThreadPool {
                 limits: Arc::clone(&config.limits),
                 filter: Arc::clone(&config.filter),
                 idle_timeout: config.idle_timeout,
+                proxy_protocol: config.proxy_protocol,
+                tls: config.tls.clone(),
             })?;
             thread::Builder::new()
                 .name(format!("sockpool-worker-{index}"))

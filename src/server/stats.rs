@@ -11,6 +11,8 @@ use crate::message::Proto;
 use crate::net::filter::Refusal;
 use crate::output::OutputStats;
 
+use super::tls::TlsFailure;
+
 /// Why a message was not handled. The names are the words the summary prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
@@ -57,8 +59,8 @@ impl DropReason {
 pub struct Counters {
     connections_accepted: AtomicU64,
     connections_closed: AtomicU64,
-    messages: [AtomicU64; 2],
-    bytes: [AtomicU64; 2],
+    messages: [AtomicU64; Proto::ALL.len()],
+    bytes: [AtomicU64; Proto::ALL.len()],
     dropped: [AtomicU64; DropReason::ALL.len()],
     /// Acceptor: connections accepted and closed at once, by reason.
     refused: [AtomicU64; Refusal::ALL.len()],
@@ -67,6 +69,8 @@ pub struct Counters {
     connections_adopted: AtomicU64,
     /// Worker: datagrams the kernel dropped on this worker's UDP sockets.
     udp_kernel_drops: AtomicU64,
+    /// Worker: TLS handshakes that failed, by reason.
+    tls_failures: [AtomicU64; TlsFailure::ALL.len()],
 }
 
 /// Adds `n` to a counter that only the calling thread writes.
@@ -78,10 +82,7 @@ fn bump(counter: &AtomicU64, n: u64) {
 }
 
 fn proto_index(proto: Proto) -> usize {
-    match proto {
-        Proto::Tcp => 0,
-        Proto::Udp => 1,
-    }
+    proto as usize
 }
 
 impl Counters {
@@ -119,6 +120,10 @@ impl Counters {
         bump(&self.connections_adopted, 1);
     }
 
+    pub fn tls_failed(&self, reason: TlsFailure) {
+        bump(&self.tls_failures[reason as usize], 1);
+    }
+
     pub fn udp_kernel_drops(&self, n: u64) {
         bump(&self.udp_kernel_drops, n);
     }
@@ -144,13 +149,14 @@ pub struct Stats {
 pub struct Totals {
     pub connections_accepted: u64,
     pub connections_closed: u64,
-    pub messages: [u64; 2],
-    pub bytes: [u64; 2],
+    pub messages: [u64; Proto::ALL.len()],
+    pub bytes: [u64; Proto::ALL.len()],
     pub dropped: [u64; DropReason::ALL.len()],
     pub refused: [u64; Refusal::ALL.len()],
     pub udp_kernel_drops: u64,
     /// Failed attempts to write the output (each retry counts).
     pub output_errors: u64,
+    pub tls_failures: [u64; TlsFailure::ALL.len()],
     /// With NATS output: what was published and acknowledged.
     pub nats: Option<NatsTotals>,
 }
@@ -184,9 +190,11 @@ impl Stats {
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
             t.connections_accepted += get(&c.connections_accepted);
             t.connections_closed += get(&c.connections_closed);
-            for i in 0..2 {
-                t.messages[i] += get(&c.messages[i]);
-                t.bytes[i] += get(&c.bytes[i]);
+            for (sum, m) in t.messages.iter_mut().zip(&c.messages) {
+                *sum += get(m);
+            }
+            for (sum, b) in t.bytes.iter_mut().zip(&c.bytes) {
+                *sum += get(b);
             }
             for (sum, d) in t.dropped.iter_mut().zip(&c.dropped) {
                 *sum += get(d);
@@ -195,6 +203,9 @@ impl Stats {
                 *sum += get(r);
             }
             t.udp_kernel_drops += get(&c.udp_kernel_drops);
+            for (sum, r) in t.tls_failures.iter_mut().zip(&c.tls_failures) {
+                *sum += get(r);
+            }
         }
         t.output_errors = self.output.errors.load(Ordering::Relaxed);
         if self.output.nats.load(Ordering::Relaxed) {
@@ -211,6 +222,18 @@ impl Stats {
 }
 
 impl Totals {
+    /// `tcp N, udp N`, then each other transport that carried anything, so a
+    /// server that serves only TCP and UDP writes the summary it always did.
+    fn by_proto(&self, f: &mut fmt::Formatter<'_>, counts: &[u64]) -> fmt::Result {
+        for (i, (proto, count)) in Proto::ALL.iter().zip(counts).enumerate() {
+            if i < 2 || self.messages[i] + self.bytes[i] > 0 {
+                let sep = if i == 0 { "" } else { ", " };
+                write!(f, "{sep}{} {count}", proto.as_str())?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn messages_total(&self) -> u64 {
         self.messages.iter().sum()
     }
@@ -227,6 +250,10 @@ impl Totals {
         self.dropped.get(reason as usize).copied().unwrap_or(0)
     }
 
+    pub fn tls_failures_by(&self, reason: TlsFailure) -> u64 {
+        self.tls_failures.get(reason as usize).copied().unwrap_or(0)
+    }
+
     pub fn refused_by(&self, reason: Refusal) -> u64 {
         self.refused.get(reason as usize).copied().unwrap_or(0)
     }
@@ -240,18 +267,16 @@ impl fmt::Display for Totals {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "summary: connections {} (open {}), messages {} (tcp {}, udp {}), bytes {} (tcp {}, udp {}), dropped {} (",
+            "summary: connections {} (open {}), messages {} (",
             self.connections_accepted,
             self.connections_accepted
                 .saturating_sub(self.connections_closed),
             self.messages_total(),
-            self.messages[0],
-            self.messages[1],
-            self.bytes[0] + self.bytes[1],
-            self.bytes[0],
-            self.bytes[1],
-            self.dropped_total(),
         )?;
+        self.by_proto(f, &self.messages)?;
+        write!(f, "), bytes {} (", self.bytes.iter().sum::<u64>())?;
+        self.by_proto(f, &self.bytes)?;
+        write!(f, "), dropped {} (", self.dropped_total())?;
         for (i, reason) in DropReason::ALL.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
             write!(f, "{sep}{} {}", reason.as_str(), self.dropped_by(*reason))?;
@@ -266,6 +291,21 @@ impl fmt::Display for Totals {
             "), udp_kernel_drops {}, output_errors {}",
             self.udp_kernel_drops, self.output_errors
         )?;
+        // Only when there were any: a server without TLS writes what it always did.
+        let failures: u64 = self.tls_failures.iter().sum();
+        if failures > 0 {
+            write!(f, ", tls_handshake_failures {failures} (")?;
+            for (i, reason) in TlsFailure::ALL.iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                write!(
+                    f,
+                    "{sep}{} {}",
+                    reason.as_str(),
+                    self.tls_failures_by(*reason)
+                )?;
+            }
+            write!(f, ")")?;
+        }
         if let Some(nats) = &self.nats {
             write!(
                 f,
@@ -314,7 +354,7 @@ mod tests {
         stats.output.errors.fetch_add(3, Ordering::Relaxed);
         assert_eq!(
             stats.totals().to_string(),
-            "summary: connections 2 (open 1), messages 2 (tcp 1, udp 1), bytes 5 (tcp 0, udp 5), dropped 2 (oversize 0, queue_full 1, truncated 0, incomplete 0, reply_dropped 0, denied 1), refused 1 (max_connections 0, max_per_ip 1, denied 0, no_descriptors 0), udp_kernel_drops 7, output_errors 3"
+            "summary: connections 2 (open 1), messages 2 (tcp 1, udp 1), bytes 5 (tcp 0, udp 5), dropped 2 (oversize 0, queue_full 1, truncated 0, incomplete 0, reply_dropped 0, denied 1), refused 1 (max_connections 0, max_per_ip 1, denied 0, no_descriptors 0, proxy_header 0), udp_kernel_drops 7, output_errors 3"
         );
     }
 }

@@ -4,7 +4,8 @@
 //! cannot be queued for output is dropped and counted, and so is one from an address
 //! that `--allow`/`--deny` turn away. Datagrams the kernel itself dropped (socket
 //! buffer full) are learnt from the SO_RXQ_OVFL count that comes with the next
-//! datagram.
+//! datagram. With `line` framing a datagram's one trailing delimiter is not part
+//! of its message (`echo hi | nc -u` is `hi`); an echo sends the datagram back whole.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -30,11 +31,12 @@ const UDP_BUDGET: usize = 256;
 const MAX_DATAGRAM: usize = 64 * 1024;
 
 /// The receive buffers for a worker's UDP sockets (shared by them, like the TCP read
-/// buffer; none when it has no UDP socket). A slot is one byte past `--max-frame`, so
-/// a longer datagram is cut to it and shows as oversize.
+/// buffer; none when it has no UDP socket). A slot holds `--max-frame` plus a
+/// trailing `\r\n` (removed with `line` framing); a longer datagram is cut to it, and
+/// the kernel still reports its real size.
 pub fn datagram_batch(frame: &FrameConfig, sockets: usize) -> RecvBatch {
     let slots = if sockets == 0 { 0 } else { mmsg::SLOTS };
-    RecvBatch::new(slots, frame.max_frame.saturating_add(1).min(MAX_DATAGRAM))
+    RecvBatch::new(slots, frame.max_frame.saturating_add(2).min(MAX_DATAGRAM))
 }
 
 /// One UDP socket on its worker.
@@ -159,6 +161,7 @@ impl UdpReader {
     ) {
         let mmsg::Datagram {
             bytes,
+            len,
             source: addr,
             kernel_drops,
         } = datagram;
@@ -171,16 +174,16 @@ impl UdpReader {
             counters.dropped(DropReason::Denied);
             return;
         }
-        let n = bytes.len();
-        counters.received_bytes(Proto::Udp, n);
-        if n > frame.max_frame {
+        counters.received_bytes(Proto::Udp, len);
+        let message = crate::frame::datagram_message(frame, bytes);
+        if len > bytes.len() || message.len() > frame.max_frame {
             counters.dropped(DropReason::Oversize);
             let peer = self.peer(addr);
-            warn!(peer = %peer, "datagram from {peer} is longer than --max-frame {}; dropped", frame.max_frame);
+            warn!(peer = %peer, size = len, "datagram of {len} bytes from {peer} is longer than --max-frame; dropped");
             return;
         }
-        if bytes == DISCONNECT {
-            super::worker::udp_session_ended(self.peer(addr));
+        if message == DISCONNECT {
+            tracing::debug!(peer = %self.peer(addr), "udp session ended (!Disconnect)");
             return;
         }
         if actions.reply {
@@ -213,7 +216,7 @@ impl UdpReader {
             peer,
             conn: None,
             received_at,
-            bytes,
+            bytes: message,
         });
     }
 }

@@ -172,9 +172,14 @@ impl Server {
             stdout,
             raw_stdout,
         };
-        let serves = |flag: &str| !opts.args.contains(&flag);
-        let want_tcp = serves("--udp-only");
-        let want_udp = serves("--tcp-only");
+        let env_on = |name: &str| {
+            opts.env.iter().any(|(k, v)| {
+                *k == name && matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+            })
+        };
+        let serves = |flag: &str, var: &str| !opts.args.contains(&flag) && !env_on(var);
+        let want_tcp = serves("--udp-only", "SOCKPOOL_UDP_ONLY");
+        let want_udp = serves("--tcp-only", "SOCKPOOL_TCP_ONLY");
         let want_metrics = has(&["--metrics"]);
         let until = deadline();
         let parse = |line: &str, what: &str| -> Option<SocketAddr> {
@@ -752,21 +757,9 @@ fn is_executable(path: &std::path::Path) -> bool {
 }
 
 /// Raises this process's open-file soft limit to its hard limit; returns the new soft
-/// limit.
+/// limit (the server's own helper).
 pub fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read or write one rlimit struct we own.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-        }
-    }
-    lim.rlim_cur
+    sockpool::net::fdlimit::raise_nofile().expect("read the open-files limit")
 }
 
 /// A file in the temporary directory removed on drop.

@@ -8,14 +8,9 @@ use sockpool::frame::{
     DISCONNECT, Decoder, Frame, FrameConfig, Framing, MAX_HEADER, Oversize, encode,
 };
 
-/// An owned frame, to compare the frames of differently split streams.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Owned {
-    Message(Vec<u8>),
-    Oversize(u64),
-    Truncated(Vec<u8>, u64),
-    Incomplete(u64),
-}
+/// The owned frame and the splitting of the codec's own tests (`frame::testing`,
+/// exposed to this crate by `--cfg fuzzing`).
+pub use sockpool::frame::testing::{Owned, split};
 
 /// A case: the config, where to cut, and the stream.
 pub struct Case<'a> {
@@ -50,20 +45,6 @@ pub fn case(framing: Framing, data: &[u8]) -> Option<Case<'_>> {
         cuts,
         stream,
     })
-}
-
-/// `stream` cut at `points` (sorted here).
-pub fn split<'a>(stream: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {
-    let mut points: Vec<usize> = points.iter().map(|&p| p.min(stream.len())).collect();
-    points.sort_unstable();
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    for p in points {
-        chunks.push(&stream[start..p]);
-        start = p;
-    }
-    chunks.push(&stream[start..]);
-    chunks
 }
 
 /// Decodes `chunks` then finishes, checking each frame's shape and the memory bound

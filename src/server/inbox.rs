@@ -1,0 +1,56 @@
+//! How anything outside a worker reaches it: a `Job` in its inbox plus one wake-up
+//! of its event loop (memcached's `notify_worker`). The acceptor, the other workers
+//! and shutdown all post here; none of them sees the worker's internals.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use mio::{Token, Waker};
+
+use crate::message::{ConnId, Peer};
+
+use super::transport::Stream;
+
+/// The one list of reasons a worker wakes up besides socket readiness.
+#[derive(Debug)]
+pub enum Job {
+    /// A connection the acceptor took: from now on this worker serves it.
+    Accept {
+        stream: Stream,
+        peer: Peer,
+        id: ConnId,
+    },
+    /// Framed bytes relayed by another worker's client (broker, chat): written to
+    /// every connection here.
+    Broadcast(Arc<[u8]>),
+    /// Shutdown: read what is pending, deliver it, close everything, exit.
+    Drain { deadline: Instant },
+}
+
+/// The token of the waker the acceptor, the sink, other workers and shutdown use
+/// (mio reserves `usize::MAX` for itself).
+pub const WAKER: Token = Token(usize::MAX - 1);
+
+/// How to reach one worker: its inbox and the waker of its event loop.
+#[derive(Debug)]
+pub struct Mailbox {
+    inbox: Sender<Job>,
+    waker: Arc<Waker>,
+}
+
+impl Mailbox {
+    pub fn new(inbox: Sender<Job>, waker: Arc<Waker>) -> Self {
+        Mailbox { inbox, waker }
+    }
+
+    /// Queues `job` without waking the worker (see [`Mailbox::wake`]), so a burst
+    /// of jobs costs one wake-up.
+    pub fn post(&self, job: Job) {
+        let _ = self.inbox.send(job);
+    }
+
+    pub fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+}
