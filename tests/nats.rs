@@ -308,6 +308,16 @@ fn wait_long(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// SIGTERM, then waits (up to 90 s: the drain republishes what a fault left
+/// unacknowledged) for exit status 0; returns stderr.
+fn drain(server: &mut Server) -> Vec<String> {
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(Instant::now() + Duration::from_secs(90));
+    let stderr = server.all_stderr();
+    assert!(status.success(), "{status}; stderr:\n{}", stderr.join("\n"));
+    stderr
+}
+
 fn sockpool(url: &str, extra: &[&str]) -> Server {
     let mut args = vec!["--output", url, "--metrics", "127.0.0.1:0"];
     args.extend_from_slice(extra);
@@ -427,6 +437,30 @@ fn a_stream_that_captures_the_subject_is_used_and_two_instances_share_it() {
 }
 
 #[test]
+fn two_instances_on_one_port_with_reuse_port_publish_everything_once() {
+    if !require_tool("nats-server") {
+        return;
+    }
+    let store = TempDir::new("nats-store");
+    let nats = NatsServer::start(&store.path);
+    let url = format!("{}/sockpool.messages", nats.url());
+    let mut first = sockpool(&url, &["--reuse-port"]);
+    let listen = first.tcp_addr().to_string();
+    let mut second = sockpool(&url, &["--reuse-port", "-l", &listen]);
+    // 100 connections: the kernel hashes each to one of the two processes (the
+    // chance that all land on one is 2^-99).
+    const CONNS: usize = 100;
+    send_all(first.tcp_addr(), CONNS, 20);
+    let (_, err1) = first.finish();
+    let (_, err2) = second.finish();
+    let published = |stderr: &[String]| summary_count(summary(stderr), "nats published");
+    let (one, two) = (published(&err1), published(&err2));
+    assert!(one > 0 && two > 0, "both publish: {one} and {two}");
+    assert_eq!(one + two, (CONNS * 20) as u64);
+    assert_exactly_once_in_order(&read_stream(&nats.url(), "SOCKPOOL"), &[20; CONNS]);
+}
+
+#[test]
 fn bad_urls_are_usage_errors_and_bad_credentials_one_line() {
     for bad in [
         "nats://127.0.0.1:4222",
@@ -519,7 +553,7 @@ fn an_unreachable_server_at_start_is_waited_for() {
     }
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}/sockpool.messages");
-    let mut server = sockpool(&url, &["--drain-timeout", "60"]);
+    let mut server = sockpool(&url, &["--drain-timeout", "80"]);
     server.wait_stderr("a warning", |l| l.contains("cannot be reached"));
     let addr = server.tcp_addr();
     let senders = thread::spawn(move || send_all(addr, 2, 200));
@@ -619,7 +653,7 @@ fn a_killed_and_restarted_nats_server_loses_and_repeats_nothing() {
     let store = TempDir::new("nats-store");
     let mut nats = NatsServer::start(&store.path);
     let url = format!("{}/sockpool.messages", nats.url());
-    let mut server = sockpool(&url, &["--drain-timeout", "60"]);
+    let mut server = sockpool(&url, &["--drain-timeout", "80"]);
     let stop = Arc::new(AtomicBool::new(false));
     let senders = steady_senders(server.tcp_addr(), 4, &stop);
     let acked = || metric(server.metrics_addr(), "sockpool_nats_acked_total");
@@ -637,7 +671,7 @@ fn a_killed_and_restarted_nats_server_loses_and_repeats_nothing() {
     stop.store(true, Ordering::SeqCst);
     let sent: Vec<usize> = senders.into_iter().map(|s| s.join().unwrap()).collect();
     eprintln!("{:?} senders done: {sent:?}", t0.elapsed());
-    let (_, stderr) = server.finish();
+    let stderr = drain(&mut server);
     eprintln!("{:?} server done: {}", t0.elapsed(), summary(&stderr));
     let s = summary(&stderr);
     assert!(summary_count(s, "unacknowledged") == 0, "{s}");
@@ -717,7 +751,7 @@ fn a_three_node_cluster_loses_a_node_and_nothing_else() {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let mut server = sockpool(&url, &["--drain-timeout", "60"]);
+    let mut server = sockpool(&url, &["--drain-timeout", "80"]);
     let stop = Arc::new(AtomicBool::new(false));
     let senders = steady_senders(server.tcp_addr(), 4, &stop);
     let acked = || metric(server.metrics_addr(), "sockpool_nats_acked_total");
@@ -729,7 +763,7 @@ fn a_three_node_cluster_loses_a_node_and_nothing_else() {
     wait_long("publishing goes on", || acked() > at_kill + 5000);
     stop.store(true, Ordering::SeqCst);
     let sent: Vec<usize> = senders.into_iter().map(|s| s.join().unwrap()).collect();
-    let (_, stderr) = server.finish();
+    let stderr = drain(&mut server);
     assert!(summary_count(summary(&stderr), "unacknowledged") == 0);
     let alive = urls[(victim + 1) % 3].clone();
     assert_exactly_once(&read_stream(&alive, "REPLICATED"), &sent);

@@ -51,7 +51,13 @@ pub use url::NatsTarget;
 pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// How long an acknowledgement may take before the message is published again.
-const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The window after a failed round: small enough that a NATS which is slow (an
+/// overloaded machine, a cluster still catching up) acknowledges a whole round
+/// within [`ACK_TIMEOUT`], instead of every round timing out and being
+/// republished again. It grows back by one per acknowledgement.
+const MIN_IN_FLIGHT: usize = 16;
 
 /// Pause between rounds of retries, and how often a lasting failure is warned about.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
@@ -95,6 +101,8 @@ struct Publisher {
     /// Published, in order, with their acknowledgements in the same order.
     in_flight: VecDeque<Pending>,
     acks: FuturesOrdered<AckFuture>,
+    /// Publishes allowed in flight now: [`MAX_IN_FLIGHT`], less after a failure.
+    window: usize,
     /// `Nats-Msg-Id` is `<id_prefix>-<sequence>`.
     id_prefix: String,
     sequence: u64,
@@ -132,6 +140,7 @@ impl NatsOutput {
                 unsent: VecDeque::new(),
                 in_flight: VecDeque::new(),
                 acks: FuturesOrdered::new(),
+                window: MAX_IN_FLIGHT,
                 id_prefix: process_id(),
                 sequence: 0,
                 stats,
@@ -398,7 +407,7 @@ impl Publisher {
     /// acknowledgements when it has none.
     async fn pump(&mut self) {
         while let Some(next) = self.unsent.pop_front() {
-            if self.in_flight.len() >= MAX_IN_FLIGHT {
+            if self.in_flight.len() >= self.window {
                 self.unsent.push_front(next);
                 if let Some(ack) = self.acks.next().await {
                     self.settle(ack).await;
@@ -435,6 +444,7 @@ impl Publisher {
         match ack {
             Ok(_) => {
                 self.stats.nats_acked.fetch_add(1, Ordering::Relaxed);
+                self.window = (self.window + 1).min(MAX_IN_FLIGHT);
                 self.recovered();
             }
             Err(err) => {
@@ -488,6 +498,7 @@ impl Publisher {
 
     async fn failed(&mut self, error: &str) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        self.window = (self.window / 4).max(MIN_IN_FLIGHT);
         let now = Instant::now();
         let waiting = self.unsent.len() + self.in_flight.len();
         match &mut self.failure {
