@@ -77,6 +77,8 @@ enum Kind {
     Raw,
     /// `raw_ceiling --print`: cuts lines and writes sockpool's bytes per message.
     PrintCeiling,
+    /// P6's baseline: `examples/nats_publisher`, not a server.
+    Publisher,
 }
 
 impl Kind {
@@ -86,6 +88,7 @@ impl Kind {
             Kind::Tokio => "tokio",
             Kind::Raw => "raw ceiling",
             Kind::PrintCeiling => "print ceiling",
+            Kind::Publisher => "nats publisher",
         }
     }
 
@@ -102,7 +105,12 @@ impl Kind {
             Kind::Sockpool => (
                 std::env::var_os("MATRIX_SOCKPOOL")
                     .map_or_else(|| release.join("sockpool-server"), PathBuf::from),
-                vec!["-l", "127.0.0.1:0", "-w", "2", "-q", "--mode", mode],
+                // `-w` in `extra` replaces the default.
+                if extra.contains(&"-w") {
+                    vec!["-l", "127.0.0.1:0", "-q", "--mode", mode]
+                } else {
+                    vec!["-l", "127.0.0.1:0", "-w", "2", "-q", "--mode", mode]
+                },
             ),
             // `MATRIX_TOKIO=PATH`: likewise for the baseline.
             Kind::Tokio => (
@@ -118,6 +126,7 @@ impl Kind {
                 release.join("examples/raw_ceiling"),
                 vec!["-l", "127.0.0.1:0", "-w", "2", "--print"],
             ),
+            Kind::Publisher => (release.join("examples/nats_publisher"), vec![]),
         };
         assert!(
             path.exists(),
@@ -419,6 +428,129 @@ fn ingest(kind: Kind, mode: &str, data: &[Arc<Vec<u8>>], repeat: usize, by_lines
         grew("TcpExt:TCPLossProbes"),
     );
     total as f64 / end.duration_since(t0).as_secs_f64()
+}
+
+/// P6's load: connections × messages of 64 bytes (63 and a newline).
+const NATS_CONNS: usize = 4;
+const NATS_MESSAGES: usize = 200_000;
+const NATS_SUBJECT: &str = "bench.sockpool";
+
+/// A `nats-server -js` for P6, on a fresh store, killed on drop.
+struct NatsServer {
+    child: Child,
+    url: String,
+    store: PathBuf,
+}
+
+impl NatsServer {
+    fn start() -> Option<NatsServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let store =
+            std::env::temp_dir().join(format!("sockpool-matrix-nats-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&store);
+        let mut child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(&store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()?;
+        let mut err = BufReader::new(child.stderr.take()?);
+        let mut line = String::new();
+        while !line.contains("Server is ready") {
+            line.clear();
+            if err.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+        }
+        thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = err.read_to_end(&mut sink);
+        });
+        Some(NatsServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            store,
+        })
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// P6: messages per second into JetStream, each acknowledged. Sockpool: from the
+/// first byte its TCP clients send to its exit after SIGTERM (the drain waits for
+/// every acknowledgement; exit 0 says none is missing). The publisher: its own
+/// timing, first publish to last acknowledgement, of the same messages.
+fn nats_ingest(kind: Kind, nats: &NatsServer, workers: &str) -> f64 {
+    let total = NATS_MESSAGES as u64;
+    if kind == Kind::Publisher {
+        let out = kind
+            .command("", &[])
+            .args([
+                &nats.url,
+                NATS_SUBJECT,
+                &total.to_string(),
+                &(MSG - 1).to_string(),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "nats_publisher: {text}");
+        // `published N in S s: R msgs/s`
+        return text
+            .rsplit(": ")
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("nats_publisher said {text:?}"));
+    }
+    let output = format!("{}/{NATS_SUBJECT}", nats.url);
+    let mut server = Running::start_with(
+        kind,
+        "print",
+        false,
+        &["--output", &output, "--drain-timeout", "120", "-w", workers],
+    );
+    let per_conn = NATS_MESSAGES / NATS_CONNS;
+    let data: Vec<Vec<u8>> = (0..NATS_CONNS)
+        .map(|c| (0..per_conn).flat_map(|s| message(c, s)).collect())
+        .collect();
+    let t0 = Instant::now();
+    let threads: Vec<_> = data
+        .into_iter()
+        .map(|payload| {
+            let mut s = connect(server.tcp, None);
+            thread::spawn(move || {
+                s.write_all(&payload).unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                let mut rest = [0u8; 64];
+                while s.read(&mut rest).map(|n| n > 0).unwrap_or(false) {}
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Everything was read: the drain now waits for the last acknowledgements.
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(server.pid as i32, libc::SIGTERM) };
+    let status = server.child.wait().unwrap();
+    let elapsed = t0.elapsed();
+    assert!(
+        status.success(),
+        "sockpool did not get every acknowledgement: {status}"
+    );
+    total as f64 / elapsed.as_secs_f64()
 }
 
 /// Checks that every message came out intact and in order per connection.
@@ -1190,6 +1322,34 @@ fn main() {
             String::new(),
             true,
         );
+    }
+    if wanted("P6") {
+        match NatsServer::start() {
+            None => eprintln!("P6: skipped: nats-server not installed"),
+            Some(nats) => {
+                let contenders = [Kind::Sockpool, Kind::Publisher];
+                for workers in ["2", "1"] {
+                    eprintln!(
+                        "P6: into JetStream, acknowledged, {NATS_CONNS} connections × {} × 64 B, sockpool -w {workers}, against nats_publisher",
+                        NATS_MESSAGES / NATS_CONNS
+                    );
+                    let m = alternate(&contenders, &|k| nats_ingest(k, &nats, workers));
+                    row(
+                        &format!("P6w{workers}"),
+                        &format!("NATS JetStream, acked (msgs/s), sockpool -w {workers}"),
+                        &format!(
+                            "the tokio column is examples/nats_publisher (same messages and headers, {} in flight): sockpool {:.0}% of it",
+                            sockpool::output::nats::MAX_IN_FLIGHT,
+                            100.0 * m[0] / m[1]
+                        ),
+                        m[0],
+                        m[1],
+                        String::new(),
+                        true,
+                    );
+                }
+            }
+        }
     }
     println!(
         "| # | scenario | sockpool | tokio | raw ceiling | sockpool vs tokio: ratio of medians (median of per-pair ratios) | notes |"

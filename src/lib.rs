@@ -16,7 +16,8 @@
 //!       server::shutdown, stats                           server::mode
 //!                                                                │
 //!                                                                ▼
-//!                    server::batch (formats on the worker) ─► output::Sink (bounded) ─► writer thread ─► stdout
+//!                    server::batch (formats on the worker) ─► output::Sink (bounded) ─► writer thread
+//!                                                              ─► output::Destination: stdout | file (SIGHUP reopen) | NATS
 //! ```
 //!
 //! The client side: `cli` ──► `client::run` (one session: `client::session`, and

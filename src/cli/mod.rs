@@ -157,7 +157,12 @@ pub fn init_logging(quiet: u8, verbose: u8) {
         (_, 1) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // The NATS client library logs its own connects at info; ours say it once.
+    let directives = match level {
+        "warn" | "error" => level.to_string(),
+        _ => format!("{level},async_nats=warn"),
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::frame::{FrameConfig, Framing, Oversize};
 use crate::net::filter::{Filter, parse_cidr};
+use crate::output::nats::NatsTarget;
 use crate::output::{Format, Target};
 use crate::server::Config;
 use crate::server::mode::Mode;
@@ -82,7 +83,9 @@ pub struct ServerArgs {
     pub format: Format,
 
     /// Write messages to this file instead of stdout: appended to, created with mode
-    /// 0640 if new, reopened on SIGHUP (log rotation); `-` is stdout.
+    /// 0640 if new, reopened on SIGHUP (log rotation); `-` is stdout;
+    /// `nats://[USER:PASS@]HOST:PORT[,HOST:PORT…]/SUBJECT` publishes each message to
+    /// NATS JetStream, acknowledged.
     #[arg(long, value_name = "PATH", default_value = "-", value_parser = parse_output,
           env = "SOCKPOOL_OUTPUT")]
     pub output: Target,
@@ -265,11 +268,12 @@ impl ServerArgs {
     }
 }
 
-/// `--output`: `-` for stdout, else a file path.
+/// `--output`: `-` for stdout, `nats://…/SUBJECT` for NATS, else a file path.
 fn parse_output(value: &str) -> Result<Target, String> {
     match value {
         "" => Err("an empty path: use - for stdout".into()),
         "-" => Ok(Target::Stdout),
+        nats if NatsTarget::is_nats(nats) => NatsTarget::parse(nats).map(Target::Nats),
         path => Ok(Target::File(path.into())),
     }
 }

@@ -8,9 +8,57 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Wakes a writer that waits in [`Destination::idle`]; called after each batch is
+/// queued.
+pub type WriterWake = Arc<dyn Fn() + Send + Sync>;
+
+/// A failure no retry can heal (a NATS stream that never acknowledges): the writer
+/// reports it and the server exits 1.
+#[derive(Debug)]
+pub struct Fatal(pub String);
+
+impl fmt::Display for Fatal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Fatal {}
+
+/// An I/O error carrying [`Fatal`].
+pub fn fatal(message: impl Into<String>) -> io::Error {
+    io::Error::other(Fatal(message.into()))
+}
+
+/// Whether `err` is one no retry can heal.
+pub fn is_fatal(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::BrokenPipe || err.get_ref().is_some_and(|e| e.is::<Fatal>())
+}
 
 /// A place the writer thread delivers formatted output to.
 pub trait Destination: Send + fmt::Debug {
+    /// Called first, on the writer's thread (a client library's runtime lives there);
+    /// an error stops the server at start-up.
+    fn start(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// For a destination with work of its own between batches (NATS: reading
+    /// acknowledgements, answering pings): how to wake it from [`Destination::idle`].
+    /// `None` (the default): the writer simply blocks on the queue.
+    fn waker(&self) -> Option<WriterWake> {
+        None
+    }
+
+    /// With a [`Destination::waker`]: called when the queue is empty, to do that work
+    /// until woken or until `timeout` passes.
+    fn idle(&mut self, timeout: Duration) {
+        std::thread::sleep(timeout);
+    }
+
     /// Delivers bytes from the front of `bufs` (in order) and says how many. An error
     /// delivered none of them: the writer retries the same bytes later, so nothing
     /// is lost or written twice.

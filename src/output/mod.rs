@@ -13,7 +13,9 @@ pub mod clock;
 pub mod dest;
 pub mod file;
 pub mod json;
+pub mod nats;
 pub mod pipe;
+pub mod record;
 pub mod text;
 mod writer;
 
@@ -40,21 +42,36 @@ pub enum Target {
     Stdout,
     /// A file, appended to and reopened on SIGHUP.
     File(PathBuf),
+    /// NATS JetStream.
+    Nats(nats::NatsTarget),
 }
 
 impl Target {
     /// Opens the destination. A file that cannot be opened at start-up is an error
     /// (the path is most likely wrong); later failures are retried.
-    pub fn open(&self) -> io::Result<Box<dyn Destination>> {
+    /// NATS connects later, on the writer's thread ([`Destination::start`]).
+    pub fn open(&self, stats: &Arc<OutputStats>) -> io::Result<Box<dyn Destination>> {
         Ok(match self {
             Target::Stdout => Box::new(dest::Stdout::open()?),
             Target::File(path) => Box::new(file::OutputFile::open(path)?),
+            Target::Nats(target) => {
+                Box::new(nats::NatsOutput::new(target.clone(), Arc::clone(stats)))
+            }
         })
     }
 
     /// Whether SIGHUP has something to reopen.
     pub fn reopens(&self) -> bool {
-        !matches!(self, Target::Stdout)
+        matches!(self, Target::File(_))
+    }
+
+    /// How the workers format messages for it: NATS takes records, one message
+    /// each; the others take `format`.
+    pub fn format(&self, format: Format) -> Format {
+        match self {
+            Target::Nats(_) => Format::Record,
+            _ => format,
+        }
     }
 }
 
@@ -63,6 +80,7 @@ impl fmt::Display for Target {
         match self {
             Target::Stdout => f.write_str("stdout"),
             Target::File(path) => write!(f, "{}", path.display()),
+            Target::Nats(target) => write!(f, "{target}"),
         }
     }
 }
@@ -72,6 +90,12 @@ impl fmt::Display for Target {
 pub struct OutputStats {
     /// Failed attempts to deliver output (each retry counts).
     pub errors: AtomicU64,
+    /// The output is NATS: the summary and the metrics show the next two.
+    pub nats: AtomicBool,
+    /// Messages handed to NATS (each once, however often republished).
+    pub nats_published: AtomicU64,
+    /// Messages JetStream acknowledged.
+    pub nats_acked: AtomicU64,
 }
 
 /// How `print` writes messages.
@@ -81,6 +105,10 @@ pub enum Format {
     Text,
     /// One JSON object per line.
     Json,
+    /// Binary records, one per message, for destinations that publish messages one
+    /// by one (NATS); chosen by the output, never by `--format`.
+    #[value(skip)]
+    Record,
 }
 
 impl Format {
@@ -89,6 +117,7 @@ impl Format {
         match self {
             Format::Text => text::write_line(message, clock, out),
             Format::Json => json::write_line(message, clock, out),
+            Format::Record => record::write(message, clock, out),
         }
     }
 }
@@ -146,6 +175,8 @@ pub struct SinkHandle {
     spare: Receiver<Vec<u8>>,
     waiter: Arc<Waiter>,
     budget: Arc<Budget>,
+    /// Wakes a writer whose destination has work of its own (NATS).
+    wake: Option<dest::WriterWake>,
 }
 
 impl std::fmt::Debug for SinkHandle {
@@ -213,20 +244,41 @@ impl Sink {
                 spare: spare.clone(),
                 waiter: Arc::clone(waiter),
                 budget: Arc::clone(&budget),
+                wake: None,
             })
-            .collect();
+            .collect::<Vec<_>>();
         drop(queue);
         let (finished, done) = crossbeam_channel::bounded(1);
         let (reopen, reopen_rx) = crossbeam_channel::bounded(1);
-        let writer = writer::Writer::new(dest, reopen_rx, stats);
+        let (started_tx, started) = crossbeam_channel::bounded(1);
+        let wake = dest.waker();
+        let handles = handles
+            .into_iter()
+            .map(|handle: SinkHandle| SinkHandle {
+                wake: wake.clone(),
+                ..handle
+            })
+            .collect();
+        let mut dest = dest;
         thread::Builder::new()
             .name("sockpool-sink".into())
             .spawn(move || {
+                // The destination starts on this thread: a client library's runtime
+                // must live where it is driven.
+                if let Err(err) = dest.start() {
+                    let _ = started_tx.send(Err(err));
+                    return;
+                }
+                let _ = started_tx.send(Ok(()));
+                let writer = writer::Writer::new(dest, reopen_rx, stats);
                 if let Err(err) = writer.run(&batches, &recycle, &waiters, &budget) {
                     on_error(err);
                 }
                 let _ = finished.send(());
             })?;
+        started
+            .recv()
+            .map_err(|_| io::Error::other("the output thread ended at start-up"))??;
         Ok((Sink { done, reopen }, handles))
     }
 
@@ -280,11 +332,21 @@ impl SinkHandle {
         }
         self.budget.queued.fetch_add(len, Ordering::SeqCst);
         match self.queue.try_send(batch) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => Ok(()),
+            Ok(()) => {
+                self.wake_writer();
+                Ok(())
+            }
+            Err(TrySendError::Disconnected(_)) => Ok(()),
             Err(TrySendError::Full(batch)) => {
                 self.budget.queued.fetch_sub(len, Ordering::SeqCst);
                 Err(batch)
             }
+        }
+    }
+
+    fn wake_writer(&self) {
+        if let Some(wake) = &self.wake {
+            wake();
         }
     }
 
@@ -294,7 +356,10 @@ impl SinkHandle {
         let len = batch.len();
         self.budget.queued.fetch_add(len, Ordering::SeqCst);
         match self.queue.send_deadline(batch, deadline) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.wake_writer();
+                true
+            }
             Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => true,
             Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
                 self.budget.queued.fetch_sub(len, Ordering::SeqCst);

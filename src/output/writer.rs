@@ -27,6 +27,14 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Most batches the writer takes off the queue for one `writev`.
 const BATCHES_PER_WRITE: usize = 16;
 
+/// What the writer does next.
+enum Next {
+    Batch(Vec<u8>),
+    Reopen,
+    Idle,
+    Closed,
+}
+
 pub(super) struct Writer {
     pub dest: Box<dyn Destination>,
     /// SIGHUP's requests to reopen the destination.
@@ -70,11 +78,36 @@ impl Writer {
         budget: &Budget,
     ) -> io::Result<()> {
         let reopen = self.reopen.clone();
+        let has_work_of_its_own = self.dest.waker().is_some();
         let mut taken: Vec<Vec<u8>> = Vec::with_capacity(BATCHES_PER_WRITE);
         loop {
-            crossbeam_channel::select! {
-                recv(batches) -> first => {
-                    let Ok(first) = first else { break };
+            let next = if has_work_of_its_own {
+                // The destination runs its own work while the queue is empty; a
+                // queued batch wakes it.
+                match batches.try_recv() {
+                    Ok(batch) => Next::Batch(batch),
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => Next::Closed,
+                    Err(crossbeam_channel::TryRecvError::Empty) => {
+                        if reopen.try_recv().is_ok() {
+                            Next::Reopen
+                        } else {
+                            self.dest.idle(RETRY_EVERY);
+                            Next::Idle
+                        }
+                    }
+                }
+            } else {
+                crossbeam_channel::select! {
+                    recv(batches) -> first => first.map_or(Next::Closed, Next::Batch),
+                    recv(reopen) -> _ => Next::Reopen,
+                    default(RETRY_EVERY) => Next::Idle,
+                }
+            };
+            match next {
+                Next::Closed => break,
+                Next::Reopen => self.reopen_now(),
+                Next::Idle => {}
+                Next::Batch(first) => {
                     // Whatever else is queued goes out in the same `writev`: under load
                     // the reader of stdout is woken once per megabyte, not per batch.
                     taken.push(first);
@@ -105,8 +138,6 @@ impl Writer {
                         self.retry(|dest| dest.flush())?;
                     }
                 }
-                recv(reopen) -> _ => self.reopen_now(),
-                default(RETRY_EVERY) => {}
             }
             if self.last_check.elapsed() >= RETRY_EVERY {
                 self.dest.check();
@@ -143,8 +174,9 @@ impl Writer {
                     return Ok(value);
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                // Nobody reads the pipe any more: nothing will ever be delivered.
-                Err(err) if err.kind() == io::ErrorKind::BrokenPipe => return Err(err),
+                // Nobody reads the pipe any more, or the destination can never take
+                // the output: nothing will ever be delivered.
+                Err(err) if super::dest::is_fatal(&err) => return Err(err),
                 Err(err) => {
                     self.failed(&err);
                     if self.reopen.recv_timeout(RETRY_EVERY).is_ok() {

@@ -59,7 +59,9 @@ impl Batch {
             Format::Text => self
                 .line_start
                 .write_line(message, &mut self.clock, &mut self.buf),
-            Format::Json => self.format.write(message, &mut self.clock, &mut self.buf),
+            Format::Json | Format::Record => {
+                self.format.write(message, &mut self.clock, &mut self.buf)
+            }
         }
         if self.buf.len() >= BATCH_BYTES {
             self.flush();

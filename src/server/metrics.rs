@@ -197,6 +197,26 @@ pub fn render(stats: &Stats, limits: &ConnLimits) -> String {
         "Failed attempts to write the output (each retry counts).",
         &one(t.output_errors),
     );
+    if let Some(nats) = t.nats {
+        family(
+            "sockpool_nats_published_total",
+            "counter",
+            "Messages published to NATS JetStream (each once, however often republished).",
+            &one(nats.published),
+        );
+        family(
+            "sockpool_nats_acked_total",
+            "counter",
+            "Messages JetStream acknowledged.",
+            &one(nats.acknowledged),
+        );
+        family(
+            "sockpool_nats_pending",
+            "gauge",
+            "Messages published and not yet acknowledged.",
+            &one(nats.unacknowledged()),
+        );
+    }
     out
 }
 

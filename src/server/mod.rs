@@ -134,6 +134,11 @@ pub enum ServerError {
         target: String,
         source: std::io::Error,
     },
+    #[error("{}", unacknowledged_text(*.unacknowledged, .timeout))]
+    Unacknowledged {
+        unacknowledged: u64,
+        timeout: Duration,
+    },
     #[error("cannot {action}: {}", crate::net::describe(.source))]
     Io {
         action: &'static str,
@@ -151,6 +156,17 @@ impl ServerError {
             ServerError::Tls(_) => 2,
             _ => 1,
         }
+    }
+}
+
+fn unacknowledged_text(unacknowledged: u64, timeout: &Duration) -> String {
+    if unacknowledged == 0 {
+        // Everything published was acknowledged, but not everything was published.
+        format!("output to NATS not finished within the drain timeout ({timeout:?})")
+    } else {
+        format!(
+            "{unacknowledged} messages not acknowledged by NATS within the drain timeout ({timeout:?})"
+        )
     }
 }
 
@@ -200,11 +216,13 @@ pub fn start(config: Config) -> Result<(), ServerError> {
     let signals = shutdown::catch().map_err(io_err("watch for signals"))?;
     // Every connection costs a descriptor: take all the system lets us have.
     let nofile = fdlimit::raise_nofile().map_err(io_err("read the open-files limit"))?;
+    let stats = Arc::new(Stats::new(workers));
     // A wrong path is a start-up error, before any client is let in.
-    let output = config.output.open().map_err(|source| ServerError::Output {
+    let output_error = |source| ServerError::Output {
         target: config.output.to_string(),
         source,
-    })?;
+    };
+    let output = config.output.open(&stats.output).map_err(output_error)?;
     // The socket files this process created are removed when these drop, at exit.
     let (listeners, unix_streams, unixgram, _socket_files) =
         match crate::net::activation::listen_fds()? {
@@ -263,7 +281,6 @@ pub fn start(config: Config) -> Result<(), ServerError> {
     };
     let limits = Arc::new(ConnLimits::new(max_connections, config.max_per_ip));
     let filter = Arc::new(config.filter.clone());
-    let stats = Arc::new(Stats::new(workers));
     if let Some(addr) = config.metrics {
         let local = metrics::serve(addr, Arc::clone(&stats), Arc::clone(&limits))?;
         eprintln!("listening metrics {local}");
@@ -274,7 +291,7 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         unixgram,
         frame: config.frame,
         mode: config.mode,
-        format: config.format,
+        format: config.output.format(config.format),
         output,
         quiet: config.quiet,
         stats: Arc::clone(&stats),
@@ -285,7 +302,14 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         proxy_protocol: config.proxy_from.is_some(),
         tls: tls.clone(),
     })
-    .map_err(io_err("start the worker threads"))?;
+    .map_err(|err| {
+        // A destination that cannot start (NATS refusing our credentials) says why.
+        if crate::output::dest::is_fatal(&err) {
+            output_error(err)
+        } else {
+            io_err("start the worker threads")(err)
+        }
+    })?;
     let policy = AcceptPolicy {
         filter: config.filter.clone(),
         limits: Arc::clone(&limits),
@@ -326,6 +350,7 @@ pub fn start(config: Config) -> Result<(), ServerError> {
 
     let deadline = Instant::now() + config.drain_timeout;
     let finished = pool.drain(deadline);
+    let mut output_done = false;
     if finished < pool.size() {
         warn!(
             "drain timeout after {}: {} of {} workers still busy",
@@ -335,13 +360,25 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         );
     } else {
         drop(pool);
-        if !sink.finish_until(deadline) {
+        output_done = sink.finish_until(deadline);
+        if !output_done {
             warn!(
                 "drain timeout after {}: output not fully written",
                 crate::human::duration(config.drain_timeout)
             );
         }
     }
-    eprintln!("{}", stats.totals());
+    let totals = stats.totals();
+    eprintln!("{totals}");
+    // NATS: a message counts as delivered only once acknowledged.
+    if let Some(nats) = totals.nats {
+        let unacknowledged = nats.unacknowledged();
+        if !output_done || unacknowledged > 0 {
+            return Err(ServerError::Unacknowledged {
+                unacknowledged,
+                timeout: config.drain_timeout,
+            });
+        }
+    }
     Ok(())
 }

@@ -31,7 +31,7 @@ impl Reloads {
     /// What SIGHUP does.
     pub fn run(&self) {
         if self.actions.is_empty() {
-            info!("SIGHUP: nothing to reopen or reload (output is stdout, no TLS)");
+            info!("SIGHUP: nothing to reopen or reload (no --output file, no TLS)");
             return;
         }
         for (what, action) in &self.actions {

@@ -157,6 +157,22 @@ pub struct Totals {
     /// Failed attempts to write the output (each retry counts).
     pub output_errors: u64,
     pub tls_failures: [u64; TlsFailure::ALL.len()],
+    /// With NATS output: what was published and acknowledged.
+    pub nats: Option<NatsTotals>,
+}
+
+/// NATS publishing, for the summary and the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatsTotals {
+    pub published: u64,
+    pub acknowledged: u64,
+}
+
+impl NatsTotals {
+    /// Published and not (yet) acknowledged: `sockpool_nats_pending`.
+    pub fn unacknowledged(&self) -> u64 {
+        self.published.saturating_sub(self.acknowledged)
+    }
 }
 
 impl Stats {
@@ -192,6 +208,15 @@ impl Stats {
             }
         }
         t.output_errors = self.output.errors.load(Ordering::Relaxed);
+        if self.output.nats.load(Ordering::Relaxed) {
+            // Acknowledgements first: read after, `published` is never behind them.
+            let acknowledged = self.output.nats_acked.load(Ordering::SeqCst);
+            let published = self.output.nats_published.load(Ordering::SeqCst);
+            t.nats = Some(NatsTotals {
+                published,
+                acknowledged,
+            });
+        }
         t
     }
 }
@@ -281,6 +306,15 @@ impl fmt::Display for Totals {
             }
             write!(f, ")")?;
         }
+        if let Some(nats) = &self.nats {
+            write!(
+                f,
+                ", nats published {} (acknowledged {}, unacknowledged {})",
+                nats.published,
+                nats.acknowledged,
+                nats.unacknowledged()
+            )?;
+        }
         Ok(())
     }
 }
@@ -288,6 +322,21 @@ impl fmt::Display for Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nats_output_adds_published_and_acknowledged() {
+        let stats = Stats::new(1);
+        assert_eq!(stats.totals().nats, None);
+        stats.output.nats.store(true, Ordering::Relaxed);
+        stats.output.nats_published.fetch_add(10, Ordering::Relaxed);
+        stats.output.nats_acked.fetch_add(7, Ordering::Relaxed);
+        let totals = stats.totals();
+        assert!(
+            totals
+                .to_string()
+                .ends_with("output_errors 0, nats published 10 (acknowledged 7, unacknowledged 3)")
+        );
+    }
 
     #[test]
     fn summary_sums_every_thread() {
