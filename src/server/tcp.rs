@@ -211,6 +211,15 @@ fn handle_read(
 
 /// End of stream: the final message without its terminator is still delivered.
 fn finish(conn: &mut Conn, h: &mut Handler<'_>, reason: CloseReason) -> Turn {
+    if matches!(reason, CloseReason::Drained) && conn.decoder.buffered() > 0 {
+        // The drain read what the kernel held when it began; the rest of this
+        // message may still have been on its way. Printing the part as a message
+        // would alter it: it is dropped and counted instead.
+        let len = conn.decoder.buffered();
+        h.counters.dropped(DropReason::Incomplete);
+        warn!(conn = conn.id, peer = %conn.peer, size = len, "shutdown cut the stream from {} inside a message ({len} bytes); dropped", conn.peer);
+        return Turn::Close(reason);
+    }
     let (decoder, source, messages, outbox) = parts(conn, h.actions.print.then(SystemTime::now));
     let before = *messages;
     let flow = decoder.finish(|frame| on_frame(frame, &source, messages, outbox, h));
@@ -459,6 +468,27 @@ mod tests {
             panic!("draining")
         };
         *left = 6;
+        assert!(matches!(rig.turn(), Turn::Close(CloseReason::Drained)));
+        assert_eq!(rig.printed(), ["ab", "cd"]);
+    }
+
+    #[test]
+    fn a_drain_that_ends_inside_a_message_drops_the_part() {
+        let mut rig = Rig::new(
+            Mode::Print,
+            Memory::new(
+                b"ab
+cd
+ef
+",
+            ),
+        );
+        rig.conn.start_drain();
+        let State::Draining { left } = &mut rig.conn.state else {
+            panic!("draining")
+        };
+        // The drain began with `ab\ncd\ne` in the kernel: `e` is not a message.
+        *left = 7;
         assert!(matches!(rig.turn(), Turn::Close(CloseReason::Drained)));
         assert_eq!(rig.printed(), ["ab", "cd"]);
     }
