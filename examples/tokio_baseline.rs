@@ -45,7 +45,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use socket2::{Domain, Socket, Type};
@@ -273,10 +273,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                         let handshake =
                             tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                         if let Ok(Ok(stream)) = handshake.await {
-                            let conn = TlsConn {
-                                stream,
-                                blocked: false,
-                            };
+                            let conn = TlsConn { stream };
                             serve_tcp(conn, peer, shared).await;
                         }
                     }),
@@ -410,22 +407,23 @@ fn print_line(
     }
 }
 
-/// A connection's byte stream, plain or TLS: wait until there may be data, take
-/// what there is without waiting, write replies.
+/// A connection's byte stream, plain or TLS: waits for data and hands one read,
+/// made into the worker thread's buffer, to `f` (an empty read is the end of the
+/// stream). The buffer is borrowed only while `f` runs, never across an `await`.
 trait Conn {
-    async fn ready(&mut self) -> io::Result<()>;
-    /// `WouldBlock` when there is nothing yet.
-    fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    async fn read_with<R>(&mut self, f: impl FnMut(io::Result<&[u8]>) -> R) -> R;
     async fn reply(&mut self, bytes: &[u8]) -> io::Result<()>;
 }
 
 impl Conn for TcpStream {
-    async fn ready(&mut self) -> io::Result<()> {
-        self.readable().await
-    }
-
-    fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        TcpStream::try_read(self, buf)
+    async fn read_with<R>(&mut self, mut f: impl FnMut(io::Result<&[u8]>) -> R) -> R {
+        if let Err(e) = self.readable().await {
+            return f(Err(e));
+        }
+        READ_BUF.with_borrow_mut(|buf| match self.try_read(buf) {
+            Ok(n) => f(Ok(&buf[..n])),
+            Err(e) => f(Err(e)),
+        })
     }
 
     async fn reply(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -433,40 +431,30 @@ impl Conn for TcpStream {
     }
 }
 
-/// A TLS connection. tokio-rustls has no `try_read`, so its `poll_read` is called
-/// once with a waker that does nothing: records already in rustls or in the socket
-/// are decrypted into the worker's buffer, and `Pending` means the socket ran dry
-/// (tokio then cleared its readiness), after which `ready` waits on the socket.
-/// This is `readable()` + `try_read` for TLS: no read buffer held across an
-/// `await`, as on the plain path.
+/// A TLS connection. tokio-rustls has no `try_read`, so the read is its
+/// `poll_read` inside `poll_fn`: each poll decrypts into the worker's buffer and,
+/// when there is plaintext, processes it within that same poll; `Pending` (the
+/// socket ran dry, or tokio's cooperative budget is spent) waits with the task's
+/// own waker. This is `readable()` + `try_read` for TLS: no read buffer held across
+/// an `await`, as on the plain path.
 struct TlsConn {
     stream: TlsStream<TcpStream>,
-    /// The last read found nothing: wait for the socket before the next.
-    blocked: bool,
 }
 
 impl Conn for TlsConn {
-    async fn ready(&mut self) -> io::Result<()> {
-        if self.blocked {
-            self.stream.get_ref().0.readable().await?;
-        }
-        Ok(())
-    }
-
-    fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut read = ReadBuf::new(buf);
-        let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(&mut self.stream).poll_read(&mut cx, &mut read) {
-            Poll::Ready(Ok(())) => {
-                self.blocked = false;
-                Ok(read.filled().len())
-            }
-            Poll::Ready(Err(e)) => Err(e),
-            Poll::Pending => {
-                self.blocked = true;
-                Err(io::ErrorKind::WouldBlock.into())
-            }
-        }
+    async fn read_with<R>(&mut self, mut f: impl FnMut(io::Result<&[u8]>) -> R) -> R {
+        let stream = &mut self.stream;
+        std::future::poll_fn(|cx| {
+            READ_BUF.with_borrow_mut(|buf| {
+                let mut read = ReadBuf::new(buf);
+                match Pin::new(&mut *stream).poll_read(cx, &mut read) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Ok(())) => Poll::Ready(f(Ok(read.filled()))),
+                    Poll::Ready(Err(e)) => Poll::Ready(f(Err(e))),
+                }
+            })
+        })
+        .await
     }
 
     async fn reply(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -492,50 +480,49 @@ async fn serve_tcp(mut stream: impl Conn, addr: SocketAddr, shared: Arc<Shared>)
     let mut batch = Vec::new();
     let mut replies = Vec::new();
     loop {
-        if stream.ready().await.is_err() {
-            break;
-        }
-        let step = READ_BUF.with_borrow_mut(|buf| {
-            let n = match stream.try_read(buf) {
-                Ok(0) => return Step::Closed,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::More,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::More,
-                Err(_) => return Step::Closed,
-            };
-            // One clock reading per read, and only when it is printed.
-            let received_at = if mode == Mode::Print {
-                SystemTime::now()
-            } else {
-                SystemTime::UNIX_EPOCH
-            };
-            let template = Message {
-                proto: Proto::Tcp,
-                peer: &peer,
-                conn: Some(conn),
-                received_at,
-                bytes: &[],
-            };
-            let mut on_line = |line: Line<'_>| match mode {
-                Mode::Print => {
-                    // Taken when there is something to print: an idle connection
-                    // holds no batch.
-                    if batch.capacity() == 0 {
-                        batch = shared.batch();
+        let step = stream
+            .read_with(|read| {
+                let data = match read {
+                    Ok([]) => return Step::Closed,
+                    Ok(data) => data,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::More,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::More,
+                    Err(_) => return Step::Closed,
+                };
+                // One clock reading per read, and only when it is printed.
+                let received_at = if mode == Mode::Print {
+                    SystemTime::now()
+                } else {
+                    SystemTime::UNIX_EPOCH
+                };
+                let template = Message {
+                    proto: Proto::Tcp,
+                    peer: &peer,
+                    conn: Some(conn),
+                    received_at,
+                    bytes: &[],
+                };
+                let mut on_line = |line: Line<'_>| match mode {
+                    Mode::Print => {
+                        // Taken when there is something to print: an idle connection
+                        // holds no batch.
+                        if batch.capacity() == 0 {
+                            batch = shared.batch();
+                        }
+                        print_line(&line, &template, &mut start, &mut clock, &mut batch)
                     }
-                    print_line(&line, &template, &mut start, &mut clock, &mut batch)
+                    Mode::Echo => {
+                        replies.extend_from_slice(line.text);
+                        replies.push(b'\n');
+                    }
+                    Mode::Discard => {}
+                };
+                match lines.feed(data, mode, &mut on_line) {
+                    ControlFlow::Continue(()) => Step::More,
+                    ControlFlow::Break(()) => Step::Disconnect,
                 }
-                Mode::Echo => {
-                    replies.extend_from_slice(line.text);
-                    replies.push(b'\n');
-                }
-                Mode::Discard => {}
-            };
-            match lines.feed(&buf[..n], mode, &mut on_line) {
-                ControlFlow::Continue(()) => Step::More,
-                ControlFlow::Break(()) => Step::Disconnect,
-            }
-        });
+            })
+            .await;
         if let Step::Closed = step {
             // The final unterminated line, if any.
             let template = Message {
