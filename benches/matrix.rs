@@ -44,8 +44,8 @@ const IDLE_CONNS: usize = 19_000;
 const WAIT: Duration = Duration::from_secs(120);
 /// T1/T1p: lines per TLS connection in one payload, and payloads sent.
 const TLS_PER_CONN: usize = 100_000;
-const TLS_REPEAT: usize = 15;
-const TLS_PRINT_REPEAT: usize = 6;
+const TLS_REPEAT: usize = 60;
+const TLS_PRINT_REPEAT: usize = 24;
 /// T3: idle TLS connections.
 const TLS_IDLE_CONNS: usize = 3_000;
 /// P3c: the most loss a rate may show and still count as carried (0.01%).
