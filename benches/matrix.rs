@@ -42,6 +42,12 @@ const P1D_REPEAT: usize = 30;
 const MSG: usize = 64;
 const IDLE_CONNS: usize = 19_000;
 const WAIT: Duration = Duration::from_secs(120);
+/// T1/T1p: lines per TLS connection in one payload, and payloads sent.
+const TLS_PER_CONN: usize = 100_000;
+const TLS_REPEAT: usize = 60;
+const TLS_PRINT_REPEAT: usize = 24;
+/// T3: idle TLS connections.
+const TLS_IDLE_CONNS: usize = 3_000;
 /// P3c: the most loss a rate may show and still count as carried (0.01%).
 const CAPACITY_LOSS: f64 = 0.0001;
 /// P3c: each rate is probed this many times and passes on the median loss.
@@ -946,6 +952,184 @@ fn churn(kind: Kind, secs: f64) -> f64 {
     n as f64 / t0.elapsed().as_secs_f64()
 }
 
+/// The TLS rows' certificates, made at run time (rcgen): a CA, and a certificate
+/// for `localhost`/127.0.0.1 signed by it, which both servers present.
+struct Pki {
+    cert: PathBuf,
+    key: PathBuf,
+    client: Arc<rustls::ClientConfig>,
+}
+
+fn pki() -> &'static Pki {
+    static PKI: std::sync::OnceLock<Pki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir = matrix_dir().join("tls");
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "matrix CA");
+        let ca = params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let leaf = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let (cert, key_path) = (dir.join("server.pem"), dir.join("server.key"));
+        std::fs::write(&cert, leaf.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Pki {
+            cert,
+            key: key_path,
+            client: Arc::new(client),
+        }
+    })
+}
+
+/// A server of `kind` serving TLS with the matrix's certificate.
+fn start_tls(kind: Kind, mode: &str) -> Running {
+    let pki = pki();
+    let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
+    Running::start_with(kind, mode, false, &["--tls-cert", cert, "--tls-key", key])
+}
+
+type TlsClient = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Connects and completes the handshake (the server's certificate verified).
+fn tls_connect(addr: SocketAddr, source: Option<[u8; 4]>) -> TlsClient {
+    let mut tcp = connect(addr, source);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::clone(&pki().client), name).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).unwrap();
+    }
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// close_notify, half-close, then waits for the server to close (with or without
+/// its own close_notify).
+fn tls_finish(s: &mut TlsClient) {
+    s.conn.send_close_notify();
+    s.flush().unwrap();
+    s.sock.shutdown(Shutdown::Write).unwrap();
+    let mut rest = [0u8; 64];
+    while matches!(s.read(&mut rest), Ok(n) if n > 0) {}
+}
+
+/// T1 / T1p: each connection writes its payload `repeat` times over TLS, then
+/// closes as [`tls_finish`] does. Messages per second, timed to the last line
+/// counted (`print`) or the last close (`discard`).
+fn tls_ingest(kind: Kind, mode: &str, data: &[Arc<Vec<u8>>], repeat: usize) -> f64 {
+    let server = start_tls(kind, mode);
+    let total = (data.len() * data[0].len() / MSG * repeat) as u64;
+    server.expect_lines(total);
+    let conns: Vec<TlsClient> = (0..data.len())
+        .map(|_| tls_connect(server.tcp, None))
+        .collect();
+    let barrier = Arc::new(Barrier::new(conns.len() + 1));
+    let threads: Vec<_> = conns
+        .into_iter()
+        .zip(data)
+        .map(|(mut s, payload)| {
+            let (b, payload) = (Arc::clone(&barrier), Arc::clone(payload));
+            thread::spawn(move || {
+                b.wait();
+                let start = Instant::now();
+                for _ in 0..repeat {
+                    s.write_all(&payload).unwrap();
+                }
+                tls_finish(&mut s);
+                (start, Instant::now())
+            })
+        })
+        .collect();
+    barrier.wait();
+    let times: Vec<(Instant, Instant)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let t0 = times.iter().map(|t| t.0).min().unwrap();
+    let end = if mode == "print" {
+        server.wait_lines()
+    } else {
+        times.iter().map(|t| t.1).max().unwrap()
+    };
+    let (user, sys) = server.cpu();
+    eprintln!(
+        "    {}: server CPU {:.0} ns/msg user + {:.0} ns/msg sys",
+        kind.name(),
+        user * 1e9 / total as f64,
+        sys * 1e9 / total as f64,
+    );
+    total as f64 / end.duration_since(t0).as_secs_f64()
+}
+
+/// T2: as P5 over TLS: connect, full handshake (no resumption: a fresh client
+/// session each time, and neither server issues tickets), one message,
+/// close_notify, half-close, wait for the server to close. Handshakes per second.
+fn tls_churn(kind: Kind, secs: f64) -> f64 {
+    let server = start_tls(kind, "discard");
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = server.tcp;
+            thread::spawn(move || {
+                let end = Instant::now() + Duration::from_secs_f64(secs);
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    let mut s = tls_connect(addr, Some(fresh_source()));
+                    s.write_all(b"hello\n").unwrap();
+                    tls_finish(&mut s);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let t0 = Instant::now();
+    let n: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    n as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// T3: as P2 over TLS: `n` connections, each through its handshake, then one
+/// message on each. Returns (served, RSS bytes per connection once idle again).
+fn tls_idle(kind: Kind, n: usize) -> (u64, f64) {
+    let server = start_tls(kind, "print");
+    let base_fds = server.fds();
+    let before = server.rss();
+    let mut conns: Vec<TlsClient> = (0..n)
+        .map(|i| tls_connect(server.tcp, Some([127, 0, 2, 1 + (i % 200) as u8])))
+        .collect();
+    let until = Instant::now() + WAIT;
+    while server.fds() < base_fds + n {
+        assert!(
+            Instant::now() < until,
+            "server took {} of {n}",
+            server.fds() - base_fds
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    server.expect_lines(n as u64);
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.write_all(&message(i, 0)).unwrap();
+        c.flush().unwrap();
+    }
+    server.wait_lines();
+    let served = server.counter.lines.load(Ordering::SeqCst);
+    let after = server.rss();
+    drop(conns);
+    (served, after.saturating_sub(before) as f64 / n as f64)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -1350,6 +1534,67 @@ fn main() {
                 }
             }
         }
+    }
+    if wanted("T1") || wanted("T1p") {
+        let conns = 10;
+        let per_conn = size(TLS_PER_CONN, 2_000);
+        let data: Vec<Arc<Vec<u8>>> = (0..conns)
+            .map(|c| Arc::new((0..per_conn).flat_map(|s| message(c, s)).collect()))
+            .collect();
+        for (id, mode, repeat) in [
+            ("T1", "discard", size(TLS_REPEAT, 1)),
+            ("T1p", "print", size(TLS_PRINT_REPEAT, 1)),
+        ] {
+            if !wanted(id) {
+                continue;
+            }
+            eprintln!(
+                "{id}: TLS ingest, {mode}, {conns} connections × {} × 64 B",
+                per_conn * repeat
+            );
+            let m = alternate(&both, &|k| tls_ingest(k, mode, &data, repeat));
+            row(
+                id,
+                &format!("TLS ingest, {mode} (msgs/s)"),
+                &format!("{conns} connections × {} lines", per_conn * repeat),
+                m[0],
+                m[1],
+                String::new(),
+                true,
+            );
+        }
+    }
+    if wanted("T2") {
+        eprintln!("T2: TLS handshakes (churn), 4 clients, {} s", secs(3.0));
+        let m = alternate(&both, &|k| tls_churn(k, secs(3.0)));
+        row(
+            "T2",
+            "TLS churn: full handshakes per second",
+            "ECDSA P-256 certificate, TLS 1.3, no resumption",
+            m[0],
+            m[1],
+            String::new(),
+            true,
+        );
+    }
+    if wanted("T3") {
+        let n = size(TLS_IDLE_CONNS, 200);
+        eprintln!("T3: {n} idle TLS connections, then a message on each");
+        let served = Mutex::new(Vec::new());
+        let m = alternate(&both, &|k| {
+            let (got, per) = tls_idle(k, n);
+            served.lock().unwrap().push(format!("{} {got}", k.name()));
+            per
+        });
+        row(
+            "T3",
+            "RSS per idle TLS connection (bytes)",
+            &format!("served: {}", served.lock().unwrap().join(", ")),
+            m[0],
+            m[1],
+            String::new(),
+            false,
+        );
     }
     println!(
         "| # | scenario | sockpool | tokio | raw ceiling | sockpool vs tokio: ratio of medians (median of per-pair ratios) | notes |"

@@ -24,9 +24,16 @@
 //!   batches come back for reuse. Echo and discard never touch the writer;
 //! - UDP: one `SO_REUSEPORT` socket per worker, each read by its own task with
 //!   `recvmmsg` (32 datagrams per call) inside `UdpSocket::try_io`, one timestamp
-//!   per call.
+//!   per call;
+//! - TLS (`--tls-cert`, `--tls-key`): tokio-rustls on sockpool's rustls and its ring
+//!   provider, no TLS 1.3 session tickets (as sockpool), a `TlsAcceptor` handshake
+//!   (10 s timeout, sockpool's default) in the connection's task, then the same
+//!   loop: wait for the socket to be readable, then one non-waiting read of
+//!   plaintext into the worker thread's buffer, so an idle TLS connection holds no
+//!   read buffer either.
 //!
-//! `tokio_baseline [-l ADDR] [-w WORKERS] [--mode print|echo|discard] [--recv-buffer BYTES]`;
+//! `tokio_baseline [-l ADDR] [-w WORKERS] [--mode print|echo|discard] [--recv-buffer BYTES]
+//! [--tls-cert PEM --tls-key PEM]`;
 //! prints `listening tcp ADDR` and `listening udp ADDR` on stderr; SIGTERM/SIGINT exit.
 
 use std::cell::RefCell;
@@ -34,17 +41,25 @@ use std::io::{self, BufWriter, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use socket2::{Domain, Socket, Type};
 use sockpool::message::{Message, Peer, Proto};
 use sockpool::output::text::{LineStart, escape, is_plain_lines};
 use sockpool::output::{Clock, Format, pipe};
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::{AsyncRead, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::server::TlsStream;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -68,6 +83,8 @@ const UDP_SLOTS: usize = 32;
 /// `recvmmsg` calls per wake-up before the task goes back to the scheduler.
 const UDP_CALLS_PER_TURN: usize = 8;
 const DISCONNECT: &[u8] = b"!Disconnect";
+/// sockpool's default `--tls-handshake-timeout`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 thread_local! {
     /// The read buffer of this worker thread: a task borrows it between
@@ -81,6 +98,7 @@ fn main() -> io::Result<()> {
     let mut workers = 2;
     let mut mode = Mode::Print;
     let mut recv_buffer: Option<usize> = None;
+    let (mut tls_cert, mut tls_key): (Option<PathBuf>, Option<PathBuf>) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args.next().unwrap_or_default();
@@ -88,6 +106,8 @@ fn main() -> io::Result<()> {
             "-l" | "--listen" => listen = value.parse().map_err(io::Error::other)?,
             "-w" | "--workers" => workers = value.parse().map_err(io::Error::other)?,
             "--recv-buffer" => recv_buffer = Some(value.parse().map_err(io::Error::other)?),
+            "--tls-cert" => tls_cert = Some(value.into()),
+            "--tls-key" => tls_key = Some(value.into()),
             "--mode" => {
                 mode = match value.as_str() {
                     "print" => Mode::Print,
@@ -100,11 +120,36 @@ fn main() -> io::Result<()> {
         }
     }
     let workers = usize::max(workers, 1);
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(TlsAcceptor::from(Arc::new(tls_config(&cert, &key)?))),
+        (None, None) => None,
+        _ => return Err(io::Error::other("--tls-cert and --tls-key go together")),
+    };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
         .build()?
-        .block_on(serve(listen, workers, mode, recv_buffer))
+        .block_on(serve(listen, workers, mode, recv_buffer, tls))
+}
+
+/// sockpool's server configuration: the ring provider, TLS 1.2 and 1.3, no client
+/// authentication, and no TLS 1.3 session tickets, so both do the same work per
+/// handshake.
+fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> io::Result<ServerConfig> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| io::Error::other(format!("{}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| io::Error::other(format!("{}: {e}", key.display())))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(io::Error::other)?;
+    config.send_tls13_tickets = 0;
+    Ok(config)
 }
 
 /// What every task shares: the mode and the way to the writer.
@@ -114,6 +159,7 @@ struct Shared {
     /// Spent batches, back from the writer, so a batch is not a fresh allocation.
     spare: crossbeam_channel::Receiver<Vec<u8>>,
     next_conn: AtomicU64,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Shared {
@@ -129,6 +175,7 @@ async fn serve(
     workers: usize,
     mode: Mode,
     recv_buffer: Option<usize>,
+    tls: Option<TlsAcceptor>,
 ) -> io::Result<()> {
     // The first listener picks the port (when 0); the others share it.
     let first = reuseport(listen, Type::STREAM)?;
@@ -159,6 +206,7 @@ async fn serve(
         tx,
         spare,
         next_conn: AtomicU64::new(0),
+        tls,
     });
     for listener in listeners {
         let listener = TcpListener::from_std(listener.into())?;
@@ -218,7 +266,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_tcp(stream, peer, Arc::clone(&shared)));
+                let shared = Arc::clone(&shared);
+                match shared.tls.clone() {
+                    None => tokio::spawn(serve_tcp(stream, peer, shared)),
+                    Some(acceptor) => tokio::spawn(async move {
+                        let handshake =
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                        if let Ok(Ok(stream)) = handshake.await {
+                            let conn = TlsConn { stream };
+                            serve_tcp(conn, peer, shared).await;
+                        }
+                    }),
+                };
             }
             // Out of descriptors and the like: back off instead of spinning.
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -348,6 +407,62 @@ fn print_line(
     }
 }
 
+/// A connection's byte stream, plain or TLS: waits for data and hands one read,
+/// made into the worker thread's buffer, to `f` (an empty read is the end of the
+/// stream). The buffer is borrowed only while `f` runs, never across an `await`.
+trait Conn {
+    async fn read_with<R>(&mut self, f: impl FnMut(io::Result<&[u8]>) -> R) -> R;
+    async fn reply(&mut self, bytes: &[u8]) -> io::Result<()>;
+}
+
+impl Conn for TcpStream {
+    async fn read_with<R>(&mut self, mut f: impl FnMut(io::Result<&[u8]>) -> R) -> R {
+        if let Err(e) = self.readable().await {
+            return f(Err(e));
+        }
+        READ_BUF.with_borrow_mut(|buf| match self.try_read(buf) {
+            Ok(n) => f(Ok(&buf[..n])),
+            Err(e) => f(Err(e)),
+        })
+    }
+
+    async fn reply(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes).await
+    }
+}
+
+/// A TLS connection. tokio-rustls has no `try_read`, so the read is its
+/// `poll_read` inside `poll_fn`: each poll decrypts into the worker's buffer and,
+/// when there is plaintext, processes it within that same poll; `Pending` (the
+/// socket ran dry, or tokio's cooperative budget is spent) waits with the task's
+/// own waker. This is `readable()` + `try_read` for TLS: no read buffer held across
+/// an `await`, as on the plain path.
+struct TlsConn {
+    stream: TlsStream<TcpStream>,
+}
+
+impl Conn for TlsConn {
+    async fn read_with<R>(&mut self, mut f: impl FnMut(io::Result<&[u8]>) -> R) -> R {
+        let stream = &mut self.stream;
+        std::future::poll_fn(|cx| {
+            READ_BUF.with_borrow_mut(|buf| {
+                let mut read = ReadBuf::new(buf);
+                match Pin::new(&mut *stream).poll_read(cx, &mut read) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Ok(())) => Poll::Ready(f(Ok(read.filled()))),
+                    Poll::Ready(Err(e)) => Poll::Ready(f(Err(e))),
+                }
+            })
+        })
+        .await
+    }
+
+    async fn reply(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
+    }
+}
+
 /// What one read came to.
 enum Step {
     More,
@@ -355,7 +470,7 @@ enum Step {
     Disconnect,
 }
 
-async fn serve_tcp(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
+async fn serve_tcp(mut stream: impl Conn, addr: SocketAddr, shared: Arc<Shared>) {
     let peer = Peer::new(addr);
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let mode = shared.mode;
@@ -365,50 +480,49 @@ async fn serve_tcp(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>)
     let mut batch = Vec::new();
     let mut replies = Vec::new();
     loop {
-        if stream.readable().await.is_err() {
-            break;
-        }
-        let step = READ_BUF.with_borrow_mut(|buf| {
-            let n = match stream.try_read(buf) {
-                Ok(0) => return Step::Closed,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::More,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::More,
-                Err(_) => return Step::Closed,
-            };
-            // One clock reading per read, and only when it is printed.
-            let received_at = if mode == Mode::Print {
-                SystemTime::now()
-            } else {
-                SystemTime::UNIX_EPOCH
-            };
-            let template = Message {
-                proto: Proto::Tcp,
-                peer: &peer,
-                conn: Some(conn),
-                received_at,
-                bytes: &[],
-            };
-            let mut on_line = |line: Line<'_>| match mode {
-                Mode::Print => {
-                    // Taken when there is something to print: an idle connection
-                    // holds no batch.
-                    if batch.capacity() == 0 {
-                        batch = shared.batch();
+        let step = stream
+            .read_with(|read| {
+                let data = match read {
+                    Ok([]) => return Step::Closed,
+                    Ok(data) => data,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::More,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::More,
+                    Err(_) => return Step::Closed,
+                };
+                // One clock reading per read, and only when it is printed.
+                let received_at = if mode == Mode::Print {
+                    SystemTime::now()
+                } else {
+                    SystemTime::UNIX_EPOCH
+                };
+                let template = Message {
+                    proto: Proto::Tcp,
+                    peer: &peer,
+                    conn: Some(conn),
+                    received_at,
+                    bytes: &[],
+                };
+                let mut on_line = |line: Line<'_>| match mode {
+                    Mode::Print => {
+                        // Taken when there is something to print: an idle connection
+                        // holds no batch.
+                        if batch.capacity() == 0 {
+                            batch = shared.batch();
+                        }
+                        print_line(&line, &template, &mut start, &mut clock, &mut batch)
                     }
-                    print_line(&line, &template, &mut start, &mut clock, &mut batch)
+                    Mode::Echo => {
+                        replies.extend_from_slice(line.text);
+                        replies.push(b'\n');
+                    }
+                    Mode::Discard => {}
+                };
+                match lines.feed(data, mode, &mut on_line) {
+                    ControlFlow::Continue(()) => Step::More,
+                    ControlFlow::Break(()) => Step::Disconnect,
                 }
-                Mode::Echo => {
-                    replies.extend_from_slice(line.text);
-                    replies.push(b'\n');
-                }
-                Mode::Discard => {}
-            };
-            match lines.feed(&buf[..n], mode, &mut on_line) {
-                ControlFlow::Continue(()) => Step::More,
-                ControlFlow::Break(()) => Step::Disconnect,
-            }
-        });
+            })
+            .await;
         if let Step::Closed = step {
             // The final unterminated line, if any.
             let template = Message {
@@ -428,7 +542,7 @@ async fn serve_tcp(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>)
             });
         }
         if !replies.is_empty() {
-            if stream.write_all(&replies).await.is_err() {
+            if stream.reply(&replies).await.is_err() {
                 break;
             }
             replies.clear();
