@@ -163,7 +163,7 @@ fn append<'m>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::io::{self, Write};
     use std::ops::ControlFlow;
     use std::sync::{Arc, Mutex};
@@ -176,8 +176,9 @@ mod tests {
     use crate::message::{Peer, Proto};
     use crate::output::Sink;
 
+    /// A writer whose bytes the test reads back: what the sink's thread wrote.
     #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
+    pub(in crate::server) struct Shared(pub(in crate::server) Arc<Mutex<Vec<u8>>>);
 
     impl Write for Shared {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

@@ -307,8 +307,6 @@ fn deliver(
 
 #[cfg(test)]
 mod tests {
-    use std::io::{self, Write};
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use super::*;
@@ -318,18 +316,7 @@ mod tests {
     use crate::server::transport::Transport;
     use crate::server::transport::memory::Memory;
 
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::server::batch::tests::Shared;
 
     /// A connection over `memory`, and everything a turn needs, in `mode`.
     struct Rig {
@@ -459,36 +446,29 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_drain_reads_what_was_pending_then_closes() {
+    /// `ab\ncd\nef\n` to read, of which the kernel held `left` bytes when the
+    /// drain began; what arrives after that is not waited for.
+    fn draining(left: usize) -> Rig {
         let mut rig = Rig::new(Mode::Print, Memory::new(b"ab\ncd\nef\n"));
         rig.conn.start_drain();
-        // What arrives after the drain began is not waited for.
-        let State::Draining { left } = &mut rig.conn.state else {
+        let State::Draining { left: held } = &mut rig.conn.state else {
             panic!("draining")
         };
-        *left = 6;
+        *held = left;
+        rig
+    }
+
+    #[test]
+    fn a_drain_reads_what_was_pending_then_closes() {
+        let mut rig = draining(6);
         assert!(matches!(rig.turn(), Turn::Close(CloseReason::Drained)));
         assert_eq!(rig.printed(), ["ab", "cd"]);
     }
 
     #[test]
     fn a_drain_that_ends_inside_a_message_drops_the_part() {
-        let mut rig = Rig::new(
-            Mode::Print,
-            Memory::new(
-                b"ab
-cd
-ef
-",
-            ),
-        );
-        rig.conn.start_drain();
-        let State::Draining { left } = &mut rig.conn.state else {
-            panic!("draining")
-        };
-        // The drain began with `ab\ncd\ne` in the kernel: `e` is not a message.
-        *left = 7;
+        // `ab\ncd\ne`: the `e` is not a message.
+        let mut rig = draining(7);
         assert!(matches!(rig.turn(), Turn::Close(CloseReason::Drained)));
         assert_eq!(rig.printed(), ["ab", "cd"]);
     }
