@@ -151,18 +151,12 @@ fn peer_of(stream: &Stream, addr: Option<SocketAddr>) -> Peer {
     }
 }
 
-impl Listener {
-    fn raw_fd(&self) -> RawFd {
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
         match self {
             Listener::Tcp(l) => l.as_raw_fd(),
             Listener::Unix(l) => l.as_raw_fd(),
         }
-    }
-}
-
-impl AsRawFd for Listener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.raw_fd()
     }
 }
 
@@ -204,7 +198,7 @@ pub fn share_out(listeners: Vec<Listener>, workers: usize) -> Vec<Vec<Watch>> {
 }
 
 /// One listener in a worker's loop, watched level-triggered: an event comes on
-/// every poll while connections are queued, so a pass accepts a few and leaves
+/// every poll while connections are queued, so a pass accepts one and leaves
 /// the rest for the next (or for another worker) without asking until
 /// `WouldBlock`.
 #[derive(Debug)]
@@ -277,7 +271,7 @@ impl Acceptor {
         }
     }
 
-    /// Whether a listener has connections left from the last pass.
+    /// Whether a listener was reported ready and not yet accepted from.
     pub fn pending(&self) -> bool {
         self.retry_at.is_none() && self.listeners.iter().any(|w| w.ready)
     }
@@ -288,9 +282,8 @@ impl Acceptor {
     }
 
     /// Accepts from every ready listener, up to [`ACCEPT_BUDGET`] each, into
-    /// `accepted`.
-    /// `workers` are every worker's counters, this one's at `index`: they tell
-    /// whether this worker serves more than its share.
+    /// `accepted`. `workers` are every worker's counters, this one's at `index`:
+    /// they tell whether this worker serves more than its share.
     pub fn accept_ready(
         &mut self,
         poll: &mio::Poll,
