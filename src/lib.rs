@@ -7,7 +7,8 @@
 //!  cli ──► server::start
 //!             │ net::listen (bind TCP + UDP, print "listening …")
 //!             ▼
-//!       server::acceptor ──Job::Accept──► server::pool ──► server::worker (mio::Poll, Slab<Conn>)
+//!       server::pool ──► server::worker × N (mio::Poll, Slab<Conn>), each accepting
+//!             │            for itself (server::acceptor, EPOLLEXCLUSIVE)
 //!             │ (UDP: server::udp, one SO_REUSEPORT socket per worker)   │ read until WouldBlock
 //!             │                                                  ▼      (per-turn budget)
 //!             │                                          server::conn ─► frame::Decoder

@@ -251,10 +251,21 @@ fn fill(server: &Server, max: usize, refused_in_a_row: usize) -> (Vec<TcpStream>
 
 #[test]
 fn out_of_descriptors_refuses_promptly_without_spinning_and_recovers() {
+    out_of_descriptors("1");
+}
+
+#[test]
+fn out_of_descriptors_with_workers_sharing_the_listener() {
+    // Two workers watch one listener (level-triggered, EPOLLEXCLUSIVE): each has
+    // its own spare, and neither may spin on a listener it cannot accept from.
+    out_of_descriptors("2");
+}
+
+fn out_of_descriptors(workers: &str) {
     // 64 descriptors and a --max-connections far above them: accept() itself runs
     // out.
     let mut server = Server::start_with(Options {
-        args: &["-w", "1", "--mode", "echo", "--max-connections", "1000"],
+        args: &["-w", workers, "--mode", "echo", "--max-connections", "1000"],
         nofile: Some(64),
         ..Options::default()
     });

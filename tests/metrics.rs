@@ -259,3 +259,48 @@ fn malformed_and_slow_metrics_clients_get_answers_not_a_stuck_server() {
     server.wait_stdout("a message", |l| l.ends_with("still serving"));
     drop(slow);
 }
+
+/// The connections a worker serves, from `sockpool_worker_connections`.
+fn worker_connections(page: &str, worker: usize) -> u64 {
+    samples(page)
+        .get(&format!(
+            "sockpool_worker_connections{{worker=\"{worker}\"}}"
+        ))
+        .copied()
+        .unwrap_or(0)
+}
+
+#[test]
+fn both_workers_get_a_share_of_the_connections() {
+    // Every worker accepts from one listener with EPOLLEXCLUSIVE, which wakes the
+    // first idle waiter: without the worker that serves more stepping back, one
+    // worker took 86 of 100 connections.
+    const N: u64 = 100;
+    let server = Server::start(&["-w", "2", "--tcp-only", "--metrics", "127.0.0.1:0"]);
+    let metrics = server.metrics_addr();
+    let mut clients = Vec::new();
+    for i in 1..=N {
+        let mut c = TcpStream::connect(server.tcp_addr()).unwrap();
+        c.write_all(b"hello\n").unwrap();
+        clients.push(c);
+        // One at a time, each adopted before the next: both workers are idle
+        // when a connection arrives, the case that piles up on one.
+        let deadline = support::deadline();
+        loop {
+            let page = scrape(metrics, "/metrics");
+            if worker_connections(&page, 0) + worker_connections(&page, 1) == i {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "connection {i} not adopted:\n{page}"
+            );
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let page = scrape(metrics, "/metrics");
+    let (a, b) = (worker_connections(&page, 0), worker_connections(&page, 1));
+    assert_eq!(a + b, N);
+    // About half each; a quarter leaves room for a slow scheduler.
+    assert!(a >= N / 4 && b >= N / 4, "worker 0: {a}, worker 1: {b}");
+}

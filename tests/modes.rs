@@ -144,7 +144,8 @@ fn discard_counts_and_prints_nothing() {
 #[test]
 fn broker_relays_to_every_other_client_across_workers() {
     let server = Server::start(&["--mode", "broker", "-w", "2"]);
-    // Round robin over two workers: a and c on one, b and d on the other.
+    // Three clients over two workers: a worker that serves two more than the other
+    // lets it take the next, so relaying crosses workers.
     let mut a = server.tcp();
     let mut b = server.tcp();
     let mut c = server.tcp();

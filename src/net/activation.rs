@@ -89,6 +89,8 @@ fn take(fd: RawFd) -> Result<Activated, ActivationError> {
         if !socket.is_listener().unwrap_or(false) {
             return Err(unusable("a TCP socket that is not listening".into()));
         }
+        super::set_listener_nodelay(&socket)
+            .map_err(|err| unusable(format!("unusable ({})", super::describe(&err))))?;
         Ok(Activated::Tcp(socket.into()))
     } else if kind == Type::DGRAM {
         // The kernel's drop count, as for the sockets the server binds itself.

@@ -1,6 +1,6 @@
 //! File descriptors: the open-files limit (RLIMIT_NOFILE), the default
 //! `--max-connections` derived from it, and the spare descriptor that lets the
-//! acceptor turn clients away promptly when descriptors run out.
+//! workers turn clients away promptly when descriptors run out.
 
 use std::fs::File;
 use std::io;
@@ -37,7 +37,7 @@ pub fn default_max_connections(nofile: u64, open_now: u64) -> usize {
 }
 
 /// One descriptor held in reserve (libev's and nginx's trick): when `accept` fails
-/// with EMFILE, the acceptor closes it, accepts one pending client and closes that
+/// with EMFILE, the worker closes it, accepts one pending client and closes that
 /// at once, then takes the descriptor back. The client gets a prompt close instead
 /// of hanging in the backlog, and the listener's readiness is consumed, so nothing
 /// spins.

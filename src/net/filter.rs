@@ -114,10 +114,10 @@ impl Refusal {
     }
 }
 
-/// Open TCP connections, in total and per address. The acceptor admits (and
-/// counts) a connection; the worker that closes it releases it. Per-address counts
-/// are kept only when `--max-per-ip` is set, and are touched only on accept and
-/// close, never per message.
+/// Open TCP connections, in total and per address. The worker that accepts a
+/// connection admits (and counts) it; the worker that closes it releases it.
+/// Per-address counts are kept only when `--max-per-ip` is set, and are touched only
+/// on accept and close, never per message.
 #[derive(Debug)]
 pub struct ConnLimits {
     pub max_connections: usize,
@@ -141,22 +141,15 @@ impl ConnLimits {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Counts a new connection from `ip` in, or says which limit it is past. Only
-    /// the acceptor calls this, so the check and the increment need no lock between
-    /// them (workers only decrease the counts).
+    /// Counts a new connection from `ip` in, or says which limit it is past. Every
+    /// worker accepts, so the total is checked and raised in one step, and the
+    /// per-address count is taken back when that step fails.
     pub fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
-        if self.open.load(Ordering::Acquire) >= self.max_connections {
-            return Err(Refusal::MaxConnections);
+        self.admit_unnamed()?;
+        if let Err(refusal) = self.admit_client(ip) {
+            self.release_unnamed();
+            return Err(refusal);
         }
-        if let Some(max) = self.max_per_ip {
-            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            let count = per_ip.entry(ip.to_canonical()).or_insert(0);
-            if *count >= max {
-                return Err(Refusal::MaxPerIp);
-            }
-            *count += 1;
-        }
-        self.open.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -164,11 +157,13 @@ impl ConnLimits {
     /// or `--proxy-protocol` before its header. Counted against `--max-connections`
     /// only, until [`ConnLimits::admit_client`] names its address.
     pub fn admit_unnamed(&self) -> Result<(), Refusal> {
-        if self.open.load(Ordering::Acquire) >= self.max_connections {
-            return Err(Refusal::MaxConnections);
-        }
-        self.open.fetch_add(1, Ordering::AcqRel);
-        Ok(())
+        let max = self.max_connections;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(drop)
+            .map_err(|_| Refusal::MaxConnections)
     }
 
     /// Counts an [`admit_unnamed`](ConnLimits::admit_unnamed) connection's client
@@ -229,6 +224,24 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn workers_admitting_at_once_never_pass_the_limits() {
+        // Every worker accepts: the check and the count must be one step.
+        let limits = std::sync::Arc::new(ConnLimits::new(50, Some(30)));
+        let admitted: usize = (0..4)
+            .map(|t| {
+                let limits = std::sync::Arc::clone(&limits);
+                std::thread::spawn(move || {
+                    let from = ip(if t % 2 == 0 { "127.0.0.1" } else { "127.0.0.2" });
+                    (0..1000).filter(|_| limits.admit(from).is_ok()).count()
+                })
+            })
+            .map(|t| t.join().unwrap())
+            .sum();
+        assert_eq!(admitted, 50);
+        assert_eq!(limits.open(), 50);
     }
 
     fn filter(allow: &[&str], deny: &[&str]) -> Filter {

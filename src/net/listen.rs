@@ -137,6 +137,7 @@ fn tcp_listener(addr: &SocketAddr, config: &ListenConfig) -> std::io::Result<Tcp
         // The kernel spreads new connections over every listener in the group.
         socket.set_reuse_port(true)?;
     }
+    super::set_listener_nodelay(&socket)?;
     bind(&socket, addr)?;
     listen(&socket, config.backlog)?;
     socket.set_nonblocking(true)?;

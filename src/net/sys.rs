@@ -4,8 +4,10 @@
 //! Everything socket2 wraps safely goes through socket2 instead.
 //!
 //! Calls that live here: `setsockopt(SO_RXQ_OVFL)` (socket2 has no wrapper),
-//! `ioctl(FIONREAD)`, `getrlimit`/`setrlimit(RLIMIT_NOFILE)`, `recvmmsg`, and for
-//! Unix sockets `getsockopt(SO_PEERCRED)` and `recvmsg` with SCM_CREDENTIALS.
+//! `ioctl(FIONREAD)`, `getrlimit`/`setrlimit(RLIMIT_NOFILE)`, `recvmmsg`,
+//! `epoll_ctl` for a listener shared with `EPOLLEXCLUSIVE` (mio has no such
+//! interest), and for Unix sockets `getsockopt(SO_PEERCRED)` and `recvmsg` with
+//! SCM_CREDENTIALS.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -108,6 +110,51 @@ pub unsafe fn recvmmsg<S: AsFd>(
     ))?;
     // Anything but -1 is a count no larger than `want`.
     Ok(usize::try_from(n).unwrap_or(0).min(headers.len()))
+}
+
+/// Adds `fd` to the epoll instance `epoll` (a `mio::Poll`'s descriptor) for
+/// reading, level-triggered (mio registers edge-triggered only), and with
+/// `exclusive`, `EPOLLEXCLUSIVE`: when several epoll instances watch the same
+/// listener, a new connection wakes one of those waiting, not all. The event
+/// carries `token` as mio's own registrations do, so mio reports it as that
+/// `Token`.
+pub fn epoll_add_level<E: AsRawFd, S: AsRawFd>(
+    epoll: &E,
+    fd: &S,
+    token: usize,
+    exclusive: bool,
+) -> io::Result<()> {
+    let flags = if exclusive {
+        libc::EPOLLIN | libc::EPOLLEXCLUSIVE
+    } else {
+        libc::EPOLLIN
+    };
+    let mut event = libc::epoll_event {
+        events: flags as u32,
+        u64: token as u64,
+    };
+    // SAFETY: epoll_ctl reads one epoll_event through the pointer, a live local;
+    // both descriptors are borrowed for the call.
+    syscall!(epoll_ctl(
+        epoll.as_raw_fd(),
+        libc::EPOLL_CTL_ADD,
+        fd.as_raw_fd(),
+        std::ptr::from_mut(&mut event),
+    ))
+    .map(drop)
+}
+
+/// Removes `fd` from the epoll instance `epoll` (what [`epoll_add_level`] added).
+pub fn epoll_delete<E: AsRawFd, S: AsRawFd>(epoll: &E, fd: &S) -> io::Result<()> {
+    // SAFETY: EPOLL_CTL_DEL ignores the event pointer (null is allowed since Linux
+    // 2.6.9); both descriptors are borrowed for the call.
+    syscall!(epoll_ctl(
+        epoll.as_raw_fd(),
+        libc::EPOLL_CTL_DEL,
+        fd.as_raw_fd(),
+        std::ptr::null_mut(),
+    ))
+    .map(drop)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! How anything outside a worker reaches it: a `Job` in its inbox plus one wake-up
-//! of its event loop (memcached's `notify_worker`). The acceptor, the other workers
-//! and shutdown all post here; none of them sees the worker's internals.
+//! of its event loop (memcached's `notify_worker`). The other workers and shutdown
+//! post here; none of them sees the worker's internals. (Connections need no job:
+//! each worker accepts its own.)
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,19 +9,9 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 use mio::{Token, Waker};
 
-use crate::message::{ConnId, Peer};
-
-use super::transport::Stream;
-
 /// The one list of reasons a worker wakes up besides socket readiness.
 #[derive(Debug)]
 pub enum Job {
-    /// A connection the acceptor took: from now on this worker serves it.
-    Accept {
-        stream: Stream,
-        peer: Peer,
-        id: ConnId,
-    },
     /// Framed bytes relayed by another worker's client (broker, chat): written to
     /// every connection here.
     Broadcast(Arc<[u8]>),
@@ -28,7 +19,7 @@ pub enum Job {
     Drain { deadline: Instant },
 }
 
-/// The token of the waker the acceptor, the sink, other workers and shutdown use
+/// The token of the waker the sink, other workers and shutdown use
 /// (mio reserves `usize::MAX` for itself).
 pub const WAKER: Token = Token(usize::MAX - 1);
 

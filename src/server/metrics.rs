@@ -421,8 +421,8 @@ mod tests {
     #[test]
     fn every_family_has_help_and_type() {
         let stats = Stats::new(2);
-        stats.acceptor.accepted();
-        stats.acceptor.refused(Refusal::Denied);
+        stats.workers[0].accepted();
+        stats.workers[0].refused(Refusal::Denied);
         stats.workers[1].adopted();
         stats.workers[0].dropped(DropReason::Denied);
         let limits = ConnLimits::new(100, None);

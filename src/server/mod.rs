@@ -1,5 +1,5 @@
-//! The server: binds, starts the sink and the worker pool, runs the acceptor until a
-//! signal, drains, and writes the summary.
+//! The server: binds, starts the sink and the worker pool (which accept for
+//! themselves), waits for a signal, drains, and writes the summary.
 
 pub mod acceptor;
 pub mod batch;
@@ -24,7 +24,6 @@ pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -37,7 +36,7 @@ use crate::net::listen::{ListenConfig, Listeners, bind_all};
 use crate::net::unix::{SocketFile, UnixBound, UnixPath, bind_unix};
 use crate::output::{Format, Target};
 
-use self::acceptor::{AcceptPolicy, Acceptor};
+use self::acceptor::{AcceptPolicy, AcceptShared, Listener};
 use self::mode::Mode;
 use self::pool::{PoolConfig, ThreadPool};
 use self::reload::Reloads;
@@ -258,8 +257,8 @@ pub fn start(config: Config) -> Result<(), ServerError> {
             "--reuse-port: net.ipv4.tcp_migrate_req is 0, so a connection that reaches this process's queue as it stops is reset instead of being handed to another process (docs/deploy.md)"
         );
     }
-    // What is open now, plus each worker's poll and waker still to come.
-    let in_use = fdlimit::open_descriptors().unwrap_or(16) + 2 * workers as u64;
+    // What is open now, plus each worker's poll, waker and spare still to come.
+    let in_use = fdlimit::open_descriptors().unwrap_or(16) + 3 * workers as u64;
     let fd_max = fdlimit::default_max_connections(nofile, in_use);
     let max_connections = match config.max_connections {
         None => {
@@ -285,8 +284,28 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         let local = metrics::serve(addr, Arc::clone(&stats), Arc::clone(&limits))?;
         eprintln!("listening metrics {local}");
     }
+    let policy = AcceptPolicy {
+        filter: config.filter.clone(),
+        limits: Arc::clone(&limits),
+        keepalive: config.keepalive,
+        proxy_from: config.proxy_from.clone(),
+    };
+    // One listener per address, which every worker watches (ARCHITECTURE.md says
+    // why not one per worker); Unix stream sockets alike.
+    let mut shared: Vec<Listener> = listeners
+        .tcp
+        .into_iter()
+        .map(|l| Listener::Tcp(mio::net::TcpListener::from_std(l)))
+        .collect();
+    shared.extend(
+        unix_streams
+            .into_iter()
+            .map(|l| Listener::Unix(mio::net::UnixListener::from_std(l))),
+    );
     let (pool, sink) = ThreadPool::new(PoolConfig {
         workers,
+        listeners: shared,
+        accept: Arc::new(AcceptShared::new(policy)),
         udp: listeners.udp,
         unixgram,
         frame: config.frame,
@@ -310,19 +329,7 @@ pub fn start(config: Config) -> Result<(), ServerError> {
             io_err("start the worker threads")(err)
         }
     })?;
-    let policy = AcceptPolicy {
-        filter: config.filter.clone(),
-        limits: Arc::clone(&limits),
-        keepalive: config.keepalive,
-        proxy_from: config.proxy_from.clone(),
-    };
-    let (mut acceptor, stop_waker) = Acceptor::new(listeners.tcp, unix_streams, policy)
-        .map_err(io_err("watch the listeners"))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let signal_stop = Arc::clone(&stop);
-    // The acceptor keeps its own reference: closing a waker's eventfd right after
-    // waking it would take the wake-up out of the poll set before it is seen.
-    let signal_waker = Arc::clone(&stop_waker);
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     let mut reloads = Reloads::default();
     if config.output.reopens() {
         let reopener = sink.reopener();
@@ -335,18 +342,14 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         });
     }
     shutdown::on_signal(signals, reloads, move || {
-        signal_stop.store(true, Ordering::SeqCst);
-        let _ = signal_waker.wake();
+        let _ = stop_tx.send(());
     })
     .map_err(io_err("watch for signals"))?;
     info!(workers, mode = %config.mode, "serving");
 
-    acceptor
-        .run(&pool, &stats.acceptor, &stop)
-        .map_err(io_err("accept connections"))?;
-    // Stop accepting: the listeners close here, before the drain.
-    drop(acceptor);
-    drop(stop_waker);
+    // The workers serve until the signal; each then accepts its listeners'
+    // backlog, closes them and drains.
+    let _ = stop_rx.recv();
 
     let deadline = Instant::now() + config.drain_timeout;
     let finished = pool.drain(deadline);

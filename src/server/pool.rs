@@ -15,6 +15,7 @@ use crate::frame::FrameConfig;
 use crate::net::filter::{ConnLimits, Filter};
 use crate::output::{Destination, Format, Notify, Sink};
 
+use super::acceptor::{AcceptShared, Listener};
 use super::batch::Batch;
 use super::inbox::{Job, Mailbox, WAKER};
 use super::mode::Mode;
@@ -26,6 +27,10 @@ use super::worker::{Worker, WorkerSetup};
 #[derive(Debug)]
 pub struct PoolConfig {
     pub workers: usize,
+    /// The stream listeners, which every worker watches and accepts from.
+    pub listeners: Vec<Listener>,
+    /// Admission, connection ids and warnings, shared by every worker's accepting.
+    pub accept: Arc<AcceptShared>,
     /// Per listen address, one UDP socket per worker.
     pub udp: Vec<Vec<UdpSocket>>,
     /// Unix datagram sockets: socket `j` is read by worker `j % workers`.
@@ -104,6 +109,8 @@ impl ThreadPool {
             mailboxes.push(Mailbox::new(inbox, waker));
         }
         let mailboxes: Arc<[Mailbox]> = mailboxes.into();
+        let mut listeners_of =
+            super::acceptor::share_out(std::mem::take(&mut config.listeners), size);
         let mut unixgram_of: Vec<Vec<_>> = (0..size).map(|_| Vec::new()).collect();
         for (j, socket) in config.unixgram.drain(..).enumerate() {
             if let Some(sockets) = unixgram_of.get_mut(j % size) {
@@ -122,10 +129,16 @@ impl ThreadPool {
                 .get_mut(index)
                 .map(std::mem::take)
                 .unwrap_or_default();
+            let listeners = listeners_of
+                .get_mut(index)
+                .map(std::mem::take)
+                .unwrap_or_default();
             let worker = Worker::new(WorkerSetup {
                 index,
                 poll,
                 inbox,
+                listeners,
+                accept: Arc::clone(&config.accept),
                 mailboxes: Arc::clone(&mailboxes),
                 udp,
                 unixgram,
@@ -158,8 +171,7 @@ impl ThreadPool {
         self.workers.len()
     }
 
-    /// Queues `job` for worker `index` without waking it (see [`ThreadPool::wake`]),
-    /// so a burst of accepts costs one wake-up per worker.
+    /// Queues `job` for worker `index` without waking it (see [`ThreadPool::wake`]).
     pub fn push(&self, index: usize, job: Job) {
         if let Some(worker) = self.workers.get(index) {
             worker.post(job);

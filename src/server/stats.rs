@@ -62,9 +62,9 @@ pub struct Counters {
     messages: [AtomicU64; Proto::ALL.len()],
     bytes: [AtomicU64; Proto::ALL.len()],
     dropped: [AtomicU64; DropReason::ALL.len()],
-    /// Acceptor: connections accepted and closed at once, by reason.
+    /// Connections accepted and closed at once, by reason.
     refused: [AtomicU64; Refusal::ALL.len()],
-    /// Worker: connections handed to this worker (its open count is this less
+    /// Connections this worker took on (its open count is this less
     /// `connections_closed`).
     connections_adopted: AtomicU64,
     /// Worker: datagrams the kernel dropped on this worker's UDP sockets.
@@ -138,7 +138,7 @@ impl Counters {
 /// All threads' counters.
 #[derive(Debug)]
 pub struct Stats {
-    pub acceptor: Counters,
+    /// One block per worker (each accepts, serves and closes its connections).
     pub workers: Box<[Counters]>,
     /// The sink's writer's counters.
     pub output: Arc<OutputStats>,
@@ -178,7 +178,6 @@ impl NatsTotals {
 impl Stats {
     pub fn new(workers: usize) -> Self {
         Stats {
-            acceptor: Counters::default(),
             workers: (0..workers).map(|_| Counters::default()).collect(),
             output: Arc::default(),
         }
@@ -186,7 +185,7 @@ impl Stats {
 
     pub fn totals(&self) -> Totals {
         let mut t = Totals::default();
-        for c in std::iter::once(&self.acceptor).chain(self.workers.iter()) {
+        for c in self.workers.iter() {
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
             t.connections_accepted += get(&c.connections_accepted);
             t.connections_closed += get(&c.connections_closed);
@@ -341,15 +340,15 @@ mod tests {
     #[test]
     fn summary_sums_every_thread() {
         let stats = Stats::new(2);
-        stats.acceptor.accepted();
-        stats.acceptor.accepted();
+        stats.workers[0].accepted();
+        stats.workers[0].accepted();
         stats.workers[0].closed();
         stats.workers[0].message(Proto::Tcp);
         stats.workers[1].message(Proto::Udp);
         stats.workers[1].received_bytes(Proto::Udp, 5);
         stats.workers[1].dropped(DropReason::QueueFull);
         stats.workers[1].dropped(DropReason::Denied);
-        stats.acceptor.refused(Refusal::MaxPerIp);
+        stats.workers[0].refused(Refusal::MaxPerIp);
         stats.workers[0].udp_kernel_drops(7);
         stats.output.errors.fetch_add(3, Ordering::Relaxed);
         assert_eq!(

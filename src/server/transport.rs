@@ -16,7 +16,7 @@ use crate::message::Proto;
 
 use super::tls::stream::TlsStream;
 
-/// An accepted socket, as the acceptor hands it over.
+/// An accepted socket, as its worker adopts it.
 #[derive(Debug)]
 pub enum Stream {
     Tcp(TcpStream),

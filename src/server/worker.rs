@@ -1,5 +1,6 @@
-//! One worker: a mio event loop over every connection handed to it and its own UDP
-//! sockets. Each pass it takes its jobs (see `inbox`), gives every ready connection
+//! One worker: a mio event loop over its listeners, every connection it accepted
+//! and its own UDP sockets. Each pass it takes its jobs (see `inbox`), accepts what
+//! its listeners hold (see `acceptor`), gives every ready connection
 //! one turn of `handle_tcp` (see `tcp`), reads its UDP sockets (see `udp`), hands
 //! what its clients relayed to the others (see `broker`), flushes its output batch
 //! and closes idle connections. A connection that used up its read budget waits in
@@ -13,7 +14,7 @@
 //!
 //! `--idle-timeout` is a heap of deadlines re-checked lazily (see `idle`); the poll
 //! sleeps until the nearest one. A connection's close releases its place in the
-//! acceptor's `--max-connections`/`--max-per-ip` counts.
+//! shared `--max-connections`/`--max-per-ip` counts.
 
 use std::io;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::message::{ConnId, Peer};
 use crate::net::filter::{ConnLimits, Filter, Refusal};
 use crate::net::mmsg::RecvBatch;
 
+use super::acceptor::{AcceptShared, Accepted, Acceptor, Watch};
 use super::batch::Batch;
 use super::broker::{Broker, Doomed};
 use super::conn::{CloseReason, Conn, State};
@@ -48,6 +50,10 @@ use super::unixgram::UnixgramReader;
 /// UDP socket `i` is registered as `UDP_BASE - i`.
 const UDP_BASE: usize = usize::MAX - 2;
 
+/// Listener `i` is registered as `LISTEN_BASE + i`: far above any slab key, far
+/// below the UDP tokens.
+const LISTEN_BASE: usize = usize::MAX / 2;
+
 /// The read buffer shared by all of a worker's connections: one per worker, so it
 /// can be big. A streaming sender's reads then carry thousands of messages each,
 /// which is what keeps ingest within reach of a reader that only counts lines.
@@ -65,6 +71,9 @@ pub struct WorkerSetup {
     pub index: usize,
     pub poll: Poll,
     pub inbox: Receiver<Job>,
+    /// The listeners this worker accepts from.
+    pub listeners: Vec<Watch>,
+    pub accept: Arc<AcceptShared>,
     /// Every worker's mailbox (this one's included), for relaying.
     pub mailboxes: Arc<[Mailbox]>,
     pub udp: Vec<std::net::UdpSocket>,
@@ -134,6 +143,9 @@ pub struct Worker {
     index: usize,
     poll: Poll,
     inbox: Receiver<Job>,
+    acceptor: Acceptor,
+    /// Connections accepted in this pass, adopted right after (kept for its room).
+    accepted: Vec<Accepted>,
     conns: Slab<Conn>,
     /// Connections that may have more to read, in the order they get their turn.
     ready: ReadyList,
@@ -189,10 +201,13 @@ impl Worker {
             unixgram.push(reader);
         }
         let datagrams = super::udp::datagram_batch(&setup.frame, readers.len());
+        let acceptor = Acceptor::new(setup.listeners, setup.accept, &setup.poll, LISTEN_BASE)?;
         Ok(Worker {
             index: setup.index,
             poll: setup.poll,
             inbox: setup.inbox,
+            acceptor,
+            accepted: Vec::new(),
             conns: Slab::new(),
             ready: ReadyList::default(),
             udp: UdpSockets {
@@ -233,7 +248,9 @@ impl Worker {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let more = (!self.ready.is_empty() && !self.batch.blocked()) || self.udp.any_readable();
+            let more = (!self.ready.is_empty() && !self.batch.blocked())
+                || self.udp.any_readable()
+                || self.acceptor.pending();
             let timeout = if more {
                 Some(Duration::ZERO)
             } else {
@@ -274,6 +291,7 @@ impl Worker {
                     Token(t) if t > UDP_BASE - self.udp.count() => {
                         self.udp.set_readable(UDP_BASE - t);
                     }
+                    token if self.acceptor.on_event(token) => {}
                     Token(key) => {
                         if event.is_writable() {
                             self.on_writable(key);
@@ -288,6 +306,7 @@ impl Worker {
             if woken {
                 self.handle_inbox();
             }
+            self.accept();
             // The sink may have woken us because it has room again.
             self.batch.flush();
             self.serve_tcp();
@@ -342,7 +361,6 @@ impl Worker {
     fn handle_inbox(&mut self) {
         while let Ok(job) = self.inbox.try_recv() {
             match job {
-                Job::Accept { stream, peer, id } => self.adopt(stream, peer, id),
                 Job::Broadcast(bytes) => {
                     self.broker
                         .fan_out(&mut self.conns, None, &bytes, self.now, &mut self.doomed);
@@ -351,6 +369,26 @@ impl Worker {
             }
         }
         self.close_doomed();
+    }
+
+    /// Accepts what the ready listeners hold and adopts it: a connection that came
+    /// with its first message is read in this same pass.
+    fn accept(&mut self) {
+        if !self.acceptor.pending() && self.acceptor.next_wake().is_none() {
+            return;
+        }
+        let mut accepted = std::mem::take(&mut self.accepted);
+        self.acceptor.accept_ready(
+            &self.poll,
+            self.now,
+            &self.stats.workers,
+            self.index,
+            &mut accepted,
+        );
+        for Accepted { stream, peer, id } in accepted.drain(..) {
+            self.adopt(stream, peer, id);
+        }
+        self.accepted = accepted;
     }
 
     fn adopt(&mut self, stream: Stream, peer: Peer, id: ConnId) {
@@ -416,6 +454,16 @@ impl Worker {
     }
 
     fn start_drain(&mut self, deadline: Instant) {
+        // What the kernel queued before the signal is served and drained like the
+        // rest; then the listeners close.
+        let mut accepted = std::mem::take(&mut self.accepted);
+        let counters = &self.stats.workers[self.index];
+        self.acceptor
+            .accept_backlog_and_close(&self.poll, counters, &mut accepted);
+        for Accepted { stream, peer, id } in accepted.drain(..) {
+            self.adopt(stream, peer, id);
+        }
+        self.accepted = accepted;
         self.draining = true;
         self.batch.drain_until(deadline);
         let now = Instant::now();
@@ -439,10 +487,10 @@ impl Worker {
     /// the drain's grace, or a PROXY header's deadline.
     fn next_wake(&self) -> Option<Instant> {
         let header = self.proxied.as_ref().and_then(Gate::next_deadline);
-        match (self.grace, header) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.grace, header, self.acceptor.next_wake()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The grace for connections that had sent nothing is over: like the others,
