@@ -842,8 +842,11 @@ fn echo(kind: Kind, rate: Option<u64>, secs: f64) -> (f64, Latency) {
     let mut total = 0;
     let mut hist = Latency::new();
     let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+    // Round trips per connection: how evenly the server served them.
+    let mut served = Vec::with_capacity(TCP_CONNS);
     for t in threads {
         let (done, h, start, end) = t.join().unwrap();
+        served.push(done);
         total += done;
         hist.add(&h);
         first = Some(first.map_or(start, |f| f.min(start)));
@@ -851,6 +854,18 @@ fn echo(kind: Kind, rate: Option<u64>, secs: f64) -> (f64, Latency) {
     }
     let elapsed = last.unwrap().duration_since(first.unwrap()).as_secs_f64();
     if rate.is_none() {
+        served.sort_unstable();
+        let at = |q: f64| served[((served.len() - 1) as f64 * q).round() as usize];
+        eprintln!(
+            "    {}: round trips per connection: min {}, p10 {}, median {}, p90 {}, max {} (max/min {:.2})",
+            kind.name(),
+            at(0.0),
+            at(0.1),
+            at(0.5),
+            at(0.9),
+            at(1.0),
+            at(1.0) as f64 / at(0.0).max(1) as f64
+        );
         let (user, sys) = server.cpu();
         let (waits, preempted) = server.switches();
         let per_k = |n: u64| n as f64 * 1e3 / total as f64;
