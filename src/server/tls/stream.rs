@@ -176,8 +176,9 @@ impl<S: Read + Write> TlsStream<S> {
         self.send_now()
     }
 
-    /// Plaintext, as much as the socket has now (up to `buf`'s size). `Ok(0)` is
-    /// the end of the stream (with or without the peer's close_notify).
+    /// Plaintext from one receive (up to `buf`'s size, less the gap). `Ok(0)` is
+    /// the end of the stream (with or without the peer's close_notify); a short
+    /// read empties the socket unless [`wants_read`](Self::wants_read) says so.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if !self.spill.is_empty() {
             return Ok(self.take_spill(buf));
