@@ -178,7 +178,7 @@ impl<S: Read + Write> TlsStream<S> {
 
     /// Plaintext from one receive (up to `buf`'s size, less the gap). `Ok(0)` is
     /// the end of the stream (with or without the peer's close_notify); a short
-    /// read empties the socket unless [`wants_read`](Self::wants_read) says so.
+    /// read has emptied the socket unless [`wants_read`](Self::wants_read) says otherwise.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if !self.spill.is_empty() {
             return Ok(self.take_spill(buf));
