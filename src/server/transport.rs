@@ -85,8 +85,9 @@ pub enum Transport {
 
 /// What a transport needs from its socket besides what the application asks for.
 /// Plain sockets need nothing of their own; a TLS handshake wants both directions,
-/// TLS records it has queued want writing, and a TLS stream whose end it has seen
-/// (close_notify) wants reading again without a new edge.
+/// TLS records it has queued want writing, and a TLS stream wants reading again
+/// without a new edge after a short read that did not empty the socket (its
+/// receive filled the room the records left), or once it has seen its end.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Wants {
     pub read: bool,
@@ -152,7 +153,7 @@ impl Transport {
         match self {
             Transport::Tcp(_) | Transport::Unix(_) => Wants::default(),
             Transport::Tls(tls) => Wants {
-                read: tls.is_handshaking() || tls.at_end(),
+                read: tls.is_handshaking() || tls.wants_read(),
                 write: tls.wants_write(),
             },
             #[cfg(test)]
@@ -291,6 +292,23 @@ pub mod memory {
             self.output.extend_from_slice(&buf[..n]);
             self.room -= n;
             Ok(n)
+        }
+    }
+
+    /// As a socket under TLS.
+    impl io::Read for Memory {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            Memory::read(self, buf)
+        }
+    }
+
+    impl io::Write for Memory {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Memory::write(self, buf)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
         }
     }
 }
