@@ -304,3 +304,42 @@ fn both_workers_get_a_share_of_the_connections() {
     // About half each; a quarter leaves room for a slow scheduler.
     assert!(a >= N / 4 && b >= N / 4, "worker 0: {a}, worker 1: {b}");
 }
+
+#[test]
+fn bursts_of_connections_stay_balanced_after_others_closed() {
+    // Rounds of 100 connections at once, all closed between rounds: an idle
+    // worker is woken first, a busy one still sees the listener ready, and without
+    // handing connections to the lighter worker one took 87 of 100 by the third
+    // round.
+    const N: u64 = 100;
+    let server = Server::start(&["-w", "2", "--tcp-only", "--metrics", "127.0.0.1:0"]);
+    let metrics = server.metrics_addr();
+    let wait_for = |total: u64| {
+        let deadline = support::deadline();
+        loop {
+            let page = scrape(metrics, "/metrics");
+            let (a, b) = (worker_connections(&page, 0), worker_connections(&page, 1));
+            if a + b == total {
+                return (a, b);
+            }
+            assert!(Instant::now() < deadline, "{a} + {b} never came to {total}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    };
+    for round in 1..=5 {
+        let clients: Vec<TcpStream> = (0..N)
+            .map(|_| {
+                let mut c = TcpStream::connect(server.tcp_addr()).unwrap();
+                c.write_all(b"hello\n").unwrap();
+                c
+            })
+            .collect();
+        let (a, b) = wait_for(N);
+        assert!(
+            a >= N / 4 && b >= N / 4,
+            "round {round}: worker 0: {a}, worker 1: {b}"
+        );
+        drop(clients);
+        wait_for(0);
+    }
+}

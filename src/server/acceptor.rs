@@ -1,16 +1,18 @@
 //! Accepting, done by each worker for itself: a worker watches its listeners in
 //! its own event loop, accepts what is ready (up to [`ACCEPT_BUDGET`] a pass),
 //! applies `--allow`/`--deny`, `--max-connections` and `--max-per-ip`, and serves
-//! what it admitted itself. No thread hands connections over: a connection that
-//! arrives with its first line is accepted, read and answered in one pass of one
-//! thread. A refused connection is accepted and closed at once, before any read,
+//! what it admitted itself. While the workers are even no connection is handed
+//! over: one that arrives with its first line is accepted, read and answered in one
+//! pass of one thread. A refused connection is accepted and closed at once, before any read,
 //! counted by reason, and warned about at most once a second per reason for the
 //! whole server.
 //!
 //! Every worker watches every listener, level-triggered and with
 //! `EPOLLEXCLUSIVE`, so a new connection wakes one waiting worker, not all of
 //! them; a worker that serves more connections than another moves itself to the
-//! back of the listener's queue of waiters, so the next one goes elsewhere. A
+//! back of the listener's queue of waiters, so the next one goes elsewhere, and
+//! hands what it accepts meanwhile to the lightest worker
+//! ([`Acceptor::lighter_worker`]). A
 //! listener stays one socket with one queue: `--reuse-port`, a taken port, socket
 //! activation and Unix sockets mean what they meant with one accepting thread.
 //!
@@ -416,6 +418,22 @@ impl Acceptor {
             .any(|(j, other)| j != index && other.open().saturating_add(1) < mine)
     }
 
+    /// The worker serving the fewest connections, when this one (`index`) serves at
+    /// least two more than it: where a connection this worker just accepted goes.
+    /// An exclusive wake-up picks a waiting worker, but a busy one still finds the
+    /// level-triggered listener ready on its next poll, so bursts pile up on it
+    /// (81 of 100 in one round); handing over only then costs nothing while the
+    /// workers are even.
+    pub fn lighter_worker(workers: &[Counters], index: usize) -> Option<usize> {
+        let mine = workers.get(index)?.open();
+        let (lightest, open) = workers
+            .iter()
+            .map(Counters::open)
+            .enumerate()
+            .min_by_key(|&(_, open)| open)?;
+        (lightest != index && open.saturating_add(2) <= mine).then_some(lightest)
+    }
+
     /// After accepting from a shared listener while serving more than another
     /// worker: re-registers it, which puts this worker at the back of the
     /// listener's wait queue. `EPOLLEXCLUSIVE` wakes the first waiting worker in
@@ -587,4 +605,34 @@ fn is_transient(err: &io::Error) -> bool {
         err.raw_os_error(),
         Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM | libc::ECONNRESET)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workers(open: &[u64]) -> Vec<Counters> {
+        open.iter()
+            .map(|&n| {
+                let c = Counters::default();
+                (0..n).for_each(|_| c.adopted());
+                c
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_connection_goes_to_the_lightest_worker_only_when_two_behind() {
+        // Even, or one apart (as even as an odd count gets): kept.
+        assert_eq!(Acceptor::lighter_worker(&workers(&[5, 5]), 0), None);
+        assert_eq!(Acceptor::lighter_worker(&workers(&[6, 5]), 0), None);
+        // Two more than the lightest: handed to it, whichever that is.
+        assert_eq!(Acceptor::lighter_worker(&workers(&[7, 5]), 0), Some(1));
+        assert_eq!(Acceptor::lighter_worker(&workers(&[3, 9, 7]), 1), Some(0));
+        // The lightest never hands over.
+        assert_eq!(Acceptor::lighter_worker(&workers(&[3, 9, 7]), 0), None);
+        // One worker, or an index past the end: nobody to hand to.
+        assert_eq!(Acceptor::lighter_worker(&workers(&[4]), 0), None);
+        assert_eq!(Acceptor::lighter_worker(&workers(&[1, 9]), 2), None);
+    }
 }

@@ -155,6 +155,9 @@ pub struct Worker {
     frame: FrameConfig,
     actions: Actions,
     buf: Box<[u8]>,
+    /// Every worker's inbox, this one's included: where a connection accepted while
+    /// this worker serves more than another goes.
+    mailboxes: Arc<[Mailbox]>,
     broker: Broker,
     /// Connections to close once the current fan-out is done.
     doomed: Doomed,
@@ -221,6 +224,7 @@ impl Worker {
             frame: setup.frame,
             actions: setup.mode.actions(setup.quiet),
             buf: vec![0; READ_BUF].into_boxed_slice(),
+            mailboxes: Arc::clone(&setup.mailboxes),
             broker: Broker::new(setup.index, setup.mailboxes, setup.frame, setup.mode),
             doomed: Doomed::new(),
             draining: false,
@@ -366,6 +370,16 @@ impl Worker {
                         .fan_out(&mut self.conns, None, &bytes, self.now, &mut self.doomed);
                 }
                 Job::Drain { deadline } => self.start_drain(deadline),
+                Job::Adopt(Accepted { stream, peer, id }) => {
+                    if let Some(key) = self.take_in(stream, peer, id)
+                        && self.draining
+                        && let Some(conn) = self.conns.get_mut(key)
+                    {
+                        // Handed over as this worker began to drain: read what the
+                        // kernel holds for it, then close, as after the grace.
+                        conn.start_drain();
+                    }
+                }
             }
         }
         self.close_doomed();
@@ -385,14 +399,39 @@ impl Worker {
             self.index,
             &mut accepted,
         );
-        for Accepted { stream, peer, id } in accepted.drain(..) {
-            self.adopt(stream, peer, id);
+        for connection in accepted.drain(..) {
+            let Some(target) = Acceptor::lighter_worker(&self.stats.workers, self.index) else {
+                let Accepted { stream, peer, id } = connection;
+                self.adopt(stream, peer, id);
+                continue;
+            };
+            // Counted as the target's at once, so the next decision sees it.
+            if let Some(counters) = self.stats.workers.get(target) {
+                counters.adopted();
+            }
+            let posted = match self.mailboxes.get(target) {
+                Some(mailbox) => mailbox
+                    .try_post(Job::Adopt(connection))
+                    .map(|()| mailbox.wake()),
+                None => Err(Job::Adopt(connection)),
+            };
+            // The target is gone (only while shutting down): serve it here. The
+            // target's gauge keeps the one it never took; it no longer reports.
+            if let Err(Job::Adopt(Accepted { stream, peer, id })) = posted {
+                self.adopt(stream, peer, id);
+            }
         }
         self.accepted = accepted;
     }
 
     fn adopt(&mut self, stream: Stream, peer: Peer, id: ConnId) {
         self.counters().adopted();
+        self.take_in(stream, peer, id);
+    }
+
+    /// Registers a connection counted as this worker's and gives it its first turn;
+    /// its slab key, unless it could not be watched (then it is closed).
+    fn take_in(&mut self, stream: Stream, peer: Peer, id: ConnId) -> Option<usize> {
         let key = self.conns.vacant_entry().key();
         let transport = match &self.tls {
             Some(tls) => Transport::tls(tls.config(), stream),
@@ -409,7 +448,7 @@ impl Worker {
                 warn!(conn = id, peer = %peer, "cannot watch connection: {}", crate::net::describe(&err));
                 self.counters().closed();
                 self.limits.release_peer(peer.addr().map(|a| a.ip()));
-                return;
+                return None;
             }
         };
         info!(conn = id, peer = %peer, worker = self.index, "connection opened");
@@ -451,6 +490,7 @@ impl Worker {
             self.now,
             &mut self.doomed,
         );
+        Some(key)
     }
 
     fn start_drain(&mut self, deadline: Instant) {
