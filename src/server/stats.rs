@@ -120,6 +120,12 @@ impl Counters {
         bump(&self.connections_adopted, 1);
     }
 
+    /// Takes back an [`adopted`](Counters::adopted) for a connection that was
+    /// counted as handed over to this worker but could not be.
+    pub fn not_adopted(&self) {
+        self.connections_adopted.fetch_sub(1, Ordering::Relaxed);
+    }
+
     pub fn tls_failed(&self, reason: TlsFailure) {
         bump(&self.tls_failures[reason as usize], 1);
     }

@@ -319,7 +319,8 @@ impl Worker {
             self.batch.flush();
             self.close_idle();
             self.close_unfinished_handshakes();
-            if self.draining && self.conns.is_empty() && !self.udp.any_readable() {
+            if self.draining && self.conns.is_empty() && !self.udp.any_readable() && self.may_exit()
+            {
                 break;
             }
         }
@@ -331,6 +332,16 @@ impl Worker {
             );
         }
         let _ = self.done.send(self.index);
+    }
+
+    /// Drained: takes no more connections from other workers, and says whether
+    /// none is on its way or waiting in the inbox (one that is gets served first).
+    fn may_exit(&self) -> bool {
+        let none_coming = self
+            .mailboxes
+            .get(self.index)
+            .is_none_or(Mailbox::close_handoffs);
+        none_coming && self.inbox.is_empty()
     }
 
     fn on_readable(&mut self, key: usize, hung_up: bool) {
@@ -371,6 +382,9 @@ impl Worker {
                 }
                 Job::Drain { deadline } => self.start_drain(deadline),
                 Job::Adopt(Accepted { stream, peer, id }) => {
+                    if let Some(mailbox) = self.mailboxes.get(self.index) {
+                        mailbox.took_handoff();
+                    }
                     if let Some(key) = self.take_in(stream, peer, id)
                         && self.draining
                         && let Some(conn) = self.conns.get_mut(key)
@@ -405,19 +419,18 @@ impl Worker {
                 self.adopt(stream, peer, id);
                 continue;
             };
-            // Counted as the target's at once, so the next decision sees it.
-            if let Some(counters) = self.stats.workers.get(target) {
-                counters.adopted();
-            }
-            let posted = match self.mailboxes.get(target) {
-                Some(mailbox) => mailbox
-                    .try_post(Job::Adopt(connection))
-                    .map(|()| mailbox.wake()),
-                None => Err(Job::Adopt(connection)),
+            let (Some(counters), Some(mailbox)) =
+                (self.stats.workers.get(target), self.mailboxes.get(target))
+            else {
+                let Accepted { stream, peer, id } = connection;
+                self.adopt(stream, peer, id);
+                continue;
             };
-            // The target is gone (only while shutting down): serve it here. The
-            // target's gauge keeps the one it never took; it no longer reports.
-            if let Err(Job::Adopt(Accepted { stream, peer, id })) = posted {
+            // Counted as the target's at once, so the next decision sees it.
+            counters.adopted();
+            // The target takes no more (it is draining to exit): serve it here.
+            if let Err(Accepted { stream, peer, id }) = mailbox.hand_over(connection) {
+                counters.not_adopted();
                 self.adopt(stream, peer, id);
             }
         }
