@@ -5,7 +5,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
@@ -14,17 +14,6 @@ use std::time::Instant;
 use support::{Tcp, clean_command, parse_text, require_tool, spawn_line_reader, wait_child};
 
 const ACTIVATE: &str = "systemd-socket-activate";
-
-/// `systemd-socket-activate` wants a real port: one free for TCP and UDP now.
-fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 /// The server started through `systemd-socket-activate` (which execs it, so the
 /// pid is the server's); killed on drop.
@@ -119,7 +108,7 @@ fn passed_tcp_and_udp_sockets_are_served_instead_of_listen() {
     if !require_tool(ACTIVATE) {
         return;
     }
-    let port = free_port();
+    let port = support::free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let at = addr.to_string();
     // The outer passes a TCP listener, the inner adds a UDP socket; --listen names

@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -20,16 +20,6 @@ use support::{
     Server, TempDir, clean_command, metric, require_tool, run, summary, summary_count, wait_until,
 };
 
-/// A port free now (bound and released): for servers that must be restarted on
-/// the same port, or that must know each other's ports in advance.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A `nats-server -js` on loopback, killed on drop.
 struct NatsServer {
     child: Option<Child>,
@@ -39,7 +29,7 @@ struct NatsServer {
 
 impl NatsServer {
     fn start(store: &std::path::Path) -> NatsServer {
-        NatsServer::start_with(free_port(), store, &[])
+        NatsServer::start_with(support::free_port(), store, &[])
     }
 
     fn start_with(port: u16, store: &std::path::Path, extra: &[String]) -> NatsServer {
@@ -482,7 +472,7 @@ fn bad_urls_are_usage_errors_and_bad_credentials_one_line() {
     }
     let store = TempDir::new("nats-store");
     let nats = NatsServer::start_with(
-        free_port(),
+        support::free_port(),
         &store.path,
         &[
             "--user".into(),
@@ -551,7 +541,7 @@ fn an_unreachable_server_at_start_is_waited_for() {
     if !require_tool("nats-server") {
         return;
     }
-    let port = free_port();
+    let port = support::free_port();
     let url = format!("nats://127.0.0.1:{port}/sockpool.messages");
     let mut server = sockpool(&url, &["--drain-timeout", "80"]);
     server.wait_stderr("a warning", |l| l.contains("cannot be reached"));
@@ -686,8 +676,8 @@ fn a_three_node_cluster_loses_a_node_and_nothing_else() {
     let stores: Vec<TempDir> = (0..3)
         .map(|i| TempDir::new(&format!("nats-node{i}")))
         .collect();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| support::free_port()).collect();
+    let cluster_ports: Vec<u16> = (0..3).map(|_| support::free_port()).collect();
     let routes = cluster_ports
         .iter()
         .map(|p| format!("nats://127.0.0.1:{p}"))

@@ -5,7 +5,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,18 +23,10 @@ struct Haproxy {
     _config: support::TempFile,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Haproxy {
     fn start(sockpool: SocketAddr) -> Haproxy {
         let template = include_str!("fixtures/haproxy.cfg");
-        let (p1, p2) = (free_port(), free_port());
+        let (p1, p2) = (support::free_port(), support::free_port());
         let config = template
             .replace("@V1_PORT@", &p1.to_string())
             .replace("@V2_PORT@", &p2.to_string())

@@ -524,6 +524,19 @@ pub fn wait_child(child: &mut Child, until: Instant) -> Option<ExitStatus> {
     }
 }
 
+/// A loopback port free now for both TCP and UDP (bound, then released): for a
+/// server that must be restarted on the same port, that must know its peers'
+/// ports in advance, or that `systemd-socket-activate` binds.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A plain TCP connection to `addr` from the local address `source` (any 127.x
 /// stands in for another host on loopback), with read and write deadlines. For a
 /// test that reads raw bytes or expects refusals; [`Tcp`] is the line-oriented client.
