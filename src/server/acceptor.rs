@@ -309,7 +309,9 @@ impl Acceptor {
             {
                 let before = accepted.len();
                 self.accept_from(i, Some(ACCEPT_BUDGET), poll, counters, accepted);
-                if accepted.len() > before && self.over_share(workers, index, accepted.len()) {
+                if accepted.len() > before
+                    && Self::lighter_worker(workers, index, accepted.len()).is_some()
+                {
                     self.requeue_last(i, poll);
                 }
             }
@@ -405,33 +407,23 @@ impl Acceptor {
         }
     }
 
-    /// Whether this worker, with `just_accepted` more, serves at least two
-    /// connections more than another worker does (one more is as even as an odd
-    /// count gets, and short connections one after another need no spreading).
-    fn over_share(&self, workers: &[Counters], index: usize, just_accepted: usize) -> bool {
-        let mine = workers
-            .get(index)
-            .map_or(0, |c| c.open().saturating_add(just_accepted as u64));
-        workers
-            .iter()
-            .enumerate()
-            .any(|(j, other)| j != index && other.open().saturating_add(1) < mine)
-    }
-
-    /// The worker serving the fewest connections, when this one (`index`) serves at
-    /// least two more than it: where a connection this worker just accepted goes.
-    /// An exclusive wake-up picks a waiting worker, but a busy one still finds the
-    /// level-triggered listener ready on its next poll, so bursts pile up on it
-    /// (81 of 100 in one round); handing over only then costs nothing while the
-    /// workers are even.
-    pub fn lighter_worker(workers: &[Counters], index: usize) -> Option<usize> {
-        let mine = workers.get(index)?.open();
+    /// The worker serving the fewest connections, when this one (`index`, with
+    /// `pending` accepted but not yet counted) serves at least two more than it:
+    /// where a connection this worker just accepted goes, and whether it should step
+    /// back in the listener's queue. One more is as even as an odd count gets, and
+    /// short connections one after another need no spreading. An exclusive wake-up
+    /// picks a waiting worker, but a busy one still finds the level-triggered
+    /// listener ready on its next poll, so bursts pile up on it (81 of 100 in one
+    /// round); handing over only then costs nothing while the workers are even.
+    pub fn lighter_worker(workers: &[Counters], index: usize, pending: usize) -> Option<usize> {
+        let mine = workers.get(index)?.open().saturating_add(pending as u64);
         let (lightest, open) = workers
             .iter()
             .map(Counters::open)
             .enumerate()
+            .filter(|&(j, _)| j != index)
             .min_by_key(|&(_, open)| open)?;
-        (lightest != index && open.saturating_add(2) <= mine).then_some(lightest)
+        (open.saturating_add(2) <= mine).then_some(lightest)
     }
 
     /// After accepting from a shared listener while serving more than another
@@ -624,15 +616,18 @@ mod tests {
     #[test]
     fn a_connection_goes_to_the_lightest_worker_only_when_two_behind() {
         // Even, or one apart (as even as an odd count gets): kept.
-        assert_eq!(Acceptor::lighter_worker(&workers(&[5, 5]), 0), None);
-        assert_eq!(Acceptor::lighter_worker(&workers(&[6, 5]), 0), None);
+        assert_eq!(Acceptor::lighter_worker(&workers(&[5, 5]), 0, 0), None);
+        assert_eq!(Acceptor::lighter_worker(&workers(&[6, 5]), 0, 0), None);
         // Two more than the lightest: handed to it, whichever that is.
-        assert_eq!(Acceptor::lighter_worker(&workers(&[7, 5]), 0), Some(1));
-        assert_eq!(Acceptor::lighter_worker(&workers(&[3, 9, 7]), 1), Some(0));
+        assert_eq!(Acceptor::lighter_worker(&workers(&[7, 5]), 0, 0), Some(1));
+        assert_eq!(
+            Acceptor::lighter_worker(&workers(&[3, 9, 7]), 1, 0),
+            Some(0)
+        );
         // The lightest never hands over.
-        assert_eq!(Acceptor::lighter_worker(&workers(&[3, 9, 7]), 0), None);
+        assert_eq!(Acceptor::lighter_worker(&workers(&[3, 9, 7]), 0, 0), None);
         // One worker, or an index past the end: nobody to hand to.
-        assert_eq!(Acceptor::lighter_worker(&workers(&[4]), 0), None);
-        assert_eq!(Acceptor::lighter_worker(&workers(&[1, 9]), 2), None);
+        assert_eq!(Acceptor::lighter_worker(&workers(&[4]), 0, 0), None);
+        assert_eq!(Acceptor::lighter_worker(&workers(&[1, 9]), 2, 0), None);
     }
 }

@@ -414,7 +414,7 @@ impl Worker {
             &mut accepted,
         );
         for connection in accepted.drain(..) {
-            let Some(target) = Acceptor::lighter_worker(&self.stats.workers, self.index) else {
+            let Some(target) = Acceptor::lighter_worker(&self.stats.workers, self.index, 0) else {
                 let Accepted { stream, peer, id } = connection;
                 self.adopt(stream, peer, id);
                 continue;
