@@ -964,7 +964,15 @@ fn churn(kind: Kind, secs: f64) -> f64 {
         .collect();
     let t0 = Instant::now();
     let n: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    n as f64 / t0.elapsed().as_secs_f64()
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    let (user, sys) = server.cpu();
+    eprintln!(
+        "    {}: server CPU {:.1} µs/conn user + {:.1} µs/conn sys",
+        kind.name(),
+        user * 1e6 / n as f64,
+        sys * 1e6 / n as f64,
+    );
+    rate
 }
 
 /// The TLS rows' certificates, made at run time (rcgen): a CA, and a certificate
@@ -1112,7 +1120,15 @@ fn tls_churn(kind: Kind, secs: f64) -> f64 {
         .collect();
     let t0 = Instant::now();
     let n: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    n as f64 / t0.elapsed().as_secs_f64()
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    let (user, sys) = server.cpu();
+    eprintln!(
+        "    {}: server CPU {:.1} µs/conn user + {:.1} µs/conn sys",
+        kind.name(),
+        user * 1e6 / n as f64,
+        sys * 1e6 / n as f64,
+    );
+    rate
 }
 
 /// T3: as P2 over TLS: `n` connections, each through its handshake, then one

@@ -38,6 +38,12 @@ pub struct Conn {
     /// The kernel reported the peer's close (or an error): reading goes on until it
     /// shows, even after a short read, since no further edge will come.
     hung_up: bool,
+    /// Registered with the worker's poll. A new connection is read first and
+    /// registered only if its first turn leaves it open: a client that connects,
+    /// sends and closes before its turn (churn) is served with no `epoll_ctl`, no
+    /// wake-up for its FIN and no removal from the poll set at close. Registering
+    /// after a read loses no edge, since `EPOLL_CTL_ADD` reports what is ready.
+    watched: bool,
     /// Replies and relayed messages not yet written; `outbox[sent..]` is pending.
     /// Append only; [`Conn::write_outbox`] writes it.
     pub outbox: Vec<u8>,
@@ -127,6 +133,7 @@ impl Conn {
             readable: true,
             writable: true,
             hung_up: false,
+            watched: false,
             outbox: Vec::new(),
             sent: 0,
             messages: 0,
@@ -198,6 +205,20 @@ impl Conn {
     /// Whether the peer's close was reported, so no further edge will come.
     pub fn hung_up(&self) -> bool {
         self.hung_up
+    }
+
+    /// Whether the socket is in the poll set, so its readiness raises events.
+    pub fn watched(&self) -> bool {
+        self.watched
+    }
+
+    /// Puts the socket in the poll set under `token`, once.
+    pub fn watch(&mut self, registry: &mio::Registry, token: mio::Token) -> io::Result<()> {
+        if !self.watched {
+            self.transport.register(registry, token)?;
+            self.watched = true;
+        }
+        Ok(())
     }
 
     /// An event said the socket has room again.

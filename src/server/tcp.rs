@@ -125,8 +125,16 @@ pub fn handle_tcp(conn: &mut Conn, buf: &mut [u8], h: &mut Handler<'_>) -> Turn 
         // does the same). Not after a hang-up, whose edge has already been seen, nor
         // while draining, where the reads are sized to what is left.
         // Nor when the bytes came from what followed a PROXY header, not the socket,
-        // or when TLS still holds records it read.
-        if n < want && !conn.hung_up() && !draining && !preread && !conn.transport.wants().read {
+        // or when TLS still holds records it read. Nor before the socket is watched:
+        // a new connection's next read may find its end of stream, and then it is
+        // closed without ever entering the poll set.
+        if n < want
+            && conn.watched()
+            && !conn.hung_up()
+            && !draining
+            && !preread
+            && !conn.transport.wants().read
+        {
             conn.set_read_empty();
             return Turn::Idle;
         }
@@ -341,8 +349,12 @@ mod tests {
                 .unwrap();
             let frame = FrameConfig::default();
             let peer = Peer::new(([127, 0, 0, 1], 4000).into());
+            let mut conn = Conn::new(7, Transport::Memory(memory), peer, Decoder::new(&frame));
+            // Served as after its first turn: in the poll set (a no-op for memory).
+            let poll = mio::Poll::new().unwrap();
+            conn.watch(poll.registry(), mio::Token(0)).unwrap();
             Rig {
-                conn: Conn::new(7, Transport::Memory(memory), peer, Decoder::new(&frame)),
+                conn,
                 batch: Batch::new(handles.pop().unwrap(), Format::Text),
                 sink,
                 out,
@@ -398,6 +410,25 @@ mod tests {
         rig.conn.write_outbox(Instant::now()).unwrap();
         assert_eq!(rig.memory().output, b"one\ntwo\n");
         assert_eq!(rig.printed(), ["one", "two"]);
+    }
+
+    #[test]
+    fn a_new_connection_reads_on_after_a_short_read_to_find_its_end() {
+        let mut memory = Memory::new(b"hello\n");
+        memory.eof = true;
+        let mut rig = Rig::new(Mode::Discard, memory);
+        rig.conn = Conn::new(
+            8,
+            std::mem::replace(&mut rig.conn.transport, Transport::Memory(Memory::new(b""))),
+            Peer::new(([127, 0, 0, 1], 4001).into()),
+            Decoder::new(&rig.frame),
+        );
+        assert!(!rig.conn.watched());
+        // Churn: connect, one line, close. Its end is found in the same turn, so it
+        // is closed without ever being registered.
+        assert!(matches!(rig.turn(), Turn::Close(CloseReason::Eof)));
+        assert_eq!(rig.memory().reads, 2);
+        assert_eq!(rig.conn.messages, 1);
     }
 
     #[test]

@@ -450,15 +450,10 @@ impl Worker {
             Some(tls) => Transport::tls(tls.config(), stream),
             None => Ok(Transport::plain(stream)),
         };
-        let registered = transport.and_then(|mut transport| {
-            transport
-                .register(self.poll.registry(), Token(key))
-                .map(|()| transport)
-        });
-        let transport = match registered {
+        let transport = match transport {
             Ok(transport) => transport,
             Err(err) => {
-                warn!(conn = id, peer = %peer, "cannot watch connection: {}", crate::net::describe(&err));
+                warn!(conn = id, peer = %peer, "cannot serve connection: {}", crate::net::describe(&err));
                 self.counters().closed();
                 self.limits.release_peer(peer.addr().map(|a| a.ip()));
                 return None;
@@ -474,7 +469,7 @@ impl Worker {
         let opened = conn.opened;
         // Nothing was inserted or removed since `vacant_entry`, so this is `key`.
         let key = self.conns.insert(conn);
-        // Data may have arrived before registration: look without waiting for an edge.
+        // Read at once, in this pass; it is watched after that turn (`Conn::watch`).
         self.ready.push(key);
         if let Some(idle) = self.idle.as_mut() {
             if idle.needs_compaction(self.conns.len()) {
@@ -651,6 +646,7 @@ impl Worker {
                 return;
             };
             if self.conns.get(key).is_some_and(|c| c.header.is_some()) && !self.read_header(key) {
+                self.watch(key);
                 continue;
             }
             let Some(conn) = self.conns.get_mut(key) else {
@@ -677,6 +673,19 @@ impl Worker {
             }
             self.broker
                 .relay_turn(&mut self.conns, key, self.now, &mut self.doomed);
+            self.close_doomed();
+            self.watch(key);
+        }
+    }
+
+    /// A connection that is still open after its first turn enters the poll set.
+    fn watch(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Err(err) = conn.watch(self.poll.registry(), Token(key)) {
+            warn!(conn = conn.id, peer = %conn.peer, "cannot watch connection: {}", crate::net::describe(&err));
+            self.doomed.push((key, CloseReason::Error(err)));
             self.close_doomed();
         }
     }
