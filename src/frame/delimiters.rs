@@ -172,8 +172,16 @@ pub(crate) fn tally(delimiter: u8, mark: u8, input: &[u8]) -> Tally {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt")
     {
-        // SAFETY: `avx2::tally` needs AVX2 and POPCNT, and this CPU has both (the
-        // detection just above).
+        // SAFETY: `avx2::count` and `avx2::tally` need AVX2 and POPCNT, and this
+        // CPU has both (the detection just above).
+        let (ends, seen) = unsafe { avx2::count(delimiter, mark, input) };
+        if !seen {
+            return Tally {
+                ends,
+                marked: false,
+            };
+        }
+        // SAFETY: as above.
         return unsafe { avx2::tally(delimiter, mark, input) };
     }
     portable_tally(delimiter, mark, input)
@@ -192,10 +200,68 @@ fn portable_tally(delimiter: u8, mark: u8, input: &[u8]) -> Tally {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod avx2 {
     use std::arch::x86_64::{
-        __m256i, _mm256_cmpeq_epi8, _mm256_movemask_epi8, _mm256_set_epi64x, _mm256_set1_epi8,
+        __m256i, _mm256_cmpeq_epi8, _mm256_extract_epi64, _mm256_movemask_epi8, _mm256_or_si256,
+        _mm256_sad_epu8, _mm256_set_epi64x, _mm256_set1_epi8, _mm256_setzero_si256,
+        _mm256_sub_epi8,
     };
 
     use super::{BLOCK, Tally};
+
+    /// How many 64-byte blocks fit in byte-wide counters: each adds at most 2 per
+    /// lane (two 32-byte halves), so 127 blocks stay below 256.
+    const GROUP: usize = 127;
+
+    /// The delimiters in `input`, and whether the mark byte occurs anywhere.
+    ///
+    /// Why: this is discard's whole cost per byte. Per 32 bytes it is a compare
+    /// subtracted into byte-wide counters (summed once per group by `sad`) and a
+    /// compare OR-ed into a flag: a third of the instructions of [`tally`]'s masks
+    /// and popcounts. Only a read that holds the mark at all, which bulk data
+    /// rarely does, is gone over again by [`tally`] to see whether the mark begins
+    /// a line.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn count(delimiter: u8, mark: u8, input: &[u8]) -> (u64, bool) {
+        let delimiters = _mm256_set1_epi8(delimiter as i8);
+        let marks = _mm256_set1_epi8(mark as i8);
+        let (blocks, tail) = input.as_chunks::<BLOCK>();
+        let mut ends = 0u64;
+        let mut seen = _mm256_setzero_si256();
+        for group in blocks.chunks(GROUP) {
+            let mut counters = _mm256_setzero_si256();
+            for block in group {
+                let (lanes, _) = block.as_chunks::<32>();
+                for lane in lanes {
+                    let bytes = load(lane);
+                    // A match is all ones (-1): subtracting it adds one.
+                    counters = _mm256_sub_epi8(counters, _mm256_cmpeq_epi8(bytes, delimiters));
+                    seen = _mm256_or_si256(seen, _mm256_cmpeq_epi8(bytes, marks));
+                }
+            }
+            let sums = _mm256_sad_epu8(counters, _mm256_setzero_si256());
+            let lanes = [
+                _mm256_extract_epi64::<0>(sums),
+                _mm256_extract_epi64::<1>(sums),
+                _mm256_extract_epi64::<2>(sums),
+                _mm256_extract_epi64::<3>(sums),
+            ];
+            ends += lanes.iter().map(|&n| n as u64).sum::<u64>();
+        }
+        ends += tail.iter().filter(|&&b| b == delimiter).count() as u64;
+        let seen = _mm256_movemask_epi8(seen) != 0 || tail.contains(&mark);
+        (ends, seen)
+    }
+
+    /// 32 bytes as one unaligned load, without a raw pointer: four little-endian
+    /// words, which LLVM merges into one `vmovdqu`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn load(lane: &[u8; 32]) -> __m256i {
+        let (quarters, _) = lane.as_chunks::<8>();
+        let mut words = quarters.iter().map(|q| u64::from_le_bytes(*q) as i64);
+        let mut next = || words.next().unwrap_or_default();
+        let (a, b, c, d) = (next(), next(), next(), next());
+        _mm256_set_epi64x(d, c, b, a)
+    }
 
     /// [`super::tally`] over 64-byte blocks: for each, a delimiter mask and a mark
     /// mask (two 32-byte compares and `movemask`s each); the line starts are the
@@ -241,13 +307,7 @@ mod avx2 {
         let (lanes, _) = block.as_chunks::<32>();
         let (mut ends, mut marked) = (0, 0);
         for (i, lane) in lanes.iter().enumerate() {
-            // A 32-byte load without a raw pointer: four little-endian words, which
-            // LLVM merges into one unaligned load (`vmovdqu`).
-            let (quarters, _) = lane.as_chunks::<8>();
-            let mut words = quarters.iter().map(|q| u64::from_le_bytes(*q) as i64);
-            let mut next = || words.next().unwrap_or_default();
-            let (a, b, c, d) = (next(), next(), next(), next());
-            let bytes = _mm256_set_epi64x(d, c, b, a);
+            let bytes = load(lane);
             let shift = 32 * i;
             let found = |needle| _mm256_movemask_epi8(_mm256_cmpeq_epi8(bytes, needle)) as u32;
             ends |= u64::from(found(delimiters)) << shift;
@@ -425,12 +485,39 @@ mod tests {
         }
     }
 
+    #[test]
+    fn tally_counts_past_what_a_byte_wide_counter_holds() {
+        // Every byte a delimiter: each counter lane gains 2 per block, the most.
+        for len in [8_127, 8_128, 8_129, 16_256, 3 * 8_128 + 17, 256 * 1024] {
+            let input = vec![b'\n'; len];
+            assert_eq!(
+                tally(b'\n', b'!', &input),
+                Tally {
+                    ends: len as u64,
+                    marked: false
+                },
+                "len {len}"
+            );
+        }
+        // Bulk lines whose `!` is never where a line begins.
+        let input = b"0123456789 ! abcdef\n".repeat(20_000);
+        assert_eq!(
+            tally(b'\n', b'!', &input),
+            Tally {
+                ends: 20_000,
+                marked: false
+            }
+        );
+    }
+
     /// Bytes where delimiters and marks are frequent, or any bytes.
     fn marked_bytes(delimiter: u8, mark: u8) -> impl Strategy<Value = Vec<u8>> {
         let few = prop_oneof![Just(delimiter), Just(mark), Just(b'a'), Just(0u8)];
         prop_oneof![
-            proptest::collection::vec(few, 0..400),
+            proptest::collection::vec(few.clone(), 0..400),
             proptest::collection::vec(any::<u8>(), 0..400),
+            // Past one group of byte-wide counters (127 blocks, 8,128 bytes).
+            proptest::collection::vec(few, 8_000..20_000),
         ]
     }
 
