@@ -276,19 +276,7 @@ impl Running {
     /// The server's user and system CPU time so far, in seconds: where a
     /// throughput difference comes from.
     fn cpu(&self) -> (f64, f64) {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap();
-        // The fields after the command name (which may hold spaces): utime and stime
-        // are the 12th and 13th.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        // SAFETY: sysconf only reads a constant of the system.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        let ticks = |i: usize| fields[i].parse::<f64>().unwrap() / per_second;
-        (ticks(11), ticks(12))
+        process_cpu(self.pid)
     }
 
     /// Context switches of all the server's threads so far (voluntary: it waited
@@ -377,6 +365,23 @@ fn tcp_counters() -> HashMap<String, u64> {
     counters
 }
 
+/// User and system CPU seconds that process `pid` (all its threads) has used so far.
+fn process_cpu(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces): utime and stime
+    // are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // SAFETY: sysconf only reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks = |i: usize| fields[i].parse::<f64>().unwrap() / per_second;
+    (ticks(11), ticks(12))
+}
+
 /// P1 / P1d: every connection writes its payload `repeat` times, half-closes and
 /// waits for EOF.
 /// Returns messages per second, timed to the last line counted (`print`) or to the
@@ -384,6 +389,7 @@ fn tcp_counters() -> HashMap<String, u64> {
 fn ingest(kind: Kind, mode: &str, data: &[Arc<Vec<u8>>], repeat: usize, by_lines: bool) -> f64 {
     let server = Running::start(kind, mode, false);
     let tcp_before = tcp_counters();
+    let senders_before = process_cpu(std::process::id());
     let total = (data.len() * data[0].len() / MSG * repeat) as u64;
     server.expect_lines(total);
     let conns: Vec<TcpStream> = (0..data.len()).map(|_| connect(server.tcp, None)).collect();
@@ -417,17 +423,23 @@ fn ingest(kind: Kind, mode: &str, data: &[Arc<Vec<u8>>], repeat: usize, by_lines
         last_eof
     };
     let (user, sys) = server.cpu();
+    let senders = process_cpu(std::process::id());
     let (waits, preempted) = server.switches();
     let tcp_after = tcp_counters();
     let grew = |name: &str| {
         let count = |c: &HashMap<String, u64>| c.get(name).copied().unwrap_or(0);
         count(&tcp_after).saturating_sub(count(&tcp_before))
     };
+    // The senders are this process's threads (with, in print, the line counter on
+    // the server's stdout): what the server's way of reading costs them (ACKs,
+    // wake-ups) shows here.
     eprintln!(
-        "    {}: server CPU {:.0} ns/msg user + {:.0} ns/msg sys; {:.0} waits and {:.0} preemptions per million msgs; {} segments retransmitted, {} loss probes",
+        "    {}: server CPU {:.0} ns/msg user + {:.0} ns/msg sys; senders {:.0} + {:.0} ns/msg; {:.0} waits and {:.0} preemptions per million msgs; {} segments retransmitted, {} loss probes",
         kind.name(),
         user * 1e9 / total as f64,
         sys * 1e9 / total as f64,
+        (senders.0 - senders_before.0) * 1e9 / total as f64,
+        (senders.1 - senders_before.1) * 1e9 / total as f64,
         waits as f64 * 1e6 / total as f64,
         preempted as f64 * 1e6 / total as f64,
         grew("Tcp:RetransSegs"),
