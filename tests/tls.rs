@@ -647,3 +647,25 @@ fn a_client_that_gives_up_mid_handshake_is_closed_at_once_not_at_the_timeout() {
     });
     assert!(warned.contains("reason=\"closed\""), "{warned}");
 }
+
+#[test]
+fn the_client_refused_by_a_mutual_tls_server_exits_1_not_0() {
+    let pki = Pki::new("refused-client");
+    let ca = pki.path("ca.pem");
+    let server = tls_server(&pki, &["--tls-client-ca", s(&ca)]);
+    let to = format!("localhost:{}", server.tcp_addr().port());
+    // SPEC: exit 0 only "when every message was sent"; over TLS 1.3 the server
+    // refuses a client without a certificate after the client's side of the
+    // handshake, so the refusal arrives as an alert once the messages are written.
+    for input in [&b""[..], b"from stdin\n"] {
+        let mut args = vec!["--tls", "--tls-ca", s(&ca), "-s", &to];
+        if input.is_empty() {
+            args.push("an argument");
+        }
+        let out = Client::run(&args, input);
+        assert_eq!(out.code(), Some(1), "{out:?}");
+        let lines = out.stderr_lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("error: "), "{lines:?}");
+    }
+}
