@@ -38,7 +38,7 @@ use crate::output::{Format, Target};
 
 use self::acceptor::{AcceptPolicy, AcceptShared, Listener};
 use self::mode::Mode;
-use self::pool::{PoolConfig, ThreadPool};
+use self::pool::{BeforeExit, PoolConfig, ThreadPool};
 use self::reload::Reloads;
 use self::stats::Stats;
 use self::tls::{TlsError, TlsServer, TlsSettings};
@@ -320,6 +320,7 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         idle_timeout: config.idle_timeout,
         proxy_protocol: config.proxy_from.is_some(),
         tls: tls.clone(),
+        before_exit: BeforeExit(Box::new(socket_files.remover())),
     })
     .map_err(|err| {
         // A destination that cannot start (NATS refusing our credentials) says why.
