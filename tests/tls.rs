@@ -669,3 +669,25 @@ fn the_client_refused_by_a_mutual_tls_server_exits_1_not_0() {
         assert!(lines[0].starts_with("error: "), "{lines:?}");
     }
 }
+
+#[test]
+fn the_client_names_a_tls_file_that_does_not_load_before_connecting() {
+    let pki = Pki::new("client-files");
+    let missing = pki.path("missing.pem");
+    // Nothing listens on port 9: the file is what is reported, in one clear line.
+    for args in [
+        vec!["--tls", "--tls-ca", s(&missing)],
+        vec!["--tls", "--tls-cert", s(&missing), "--tls-key", s(&missing)],
+    ] {
+        let mut all = args.clone();
+        all.extend(["-s", "127.0.0.1:9", "x"]);
+        let out = Client::run(&all, b"");
+        assert_eq!(out.code(), Some(1), "{out:?}");
+        let lines = out.stderr_lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains(s(&missing)) && lines[0].ends_with(": no such file or directory"),
+            "{lines:?}"
+        );
+    }
+}
