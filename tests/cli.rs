@@ -49,6 +49,9 @@ fn client_help_documents_the_flags() {
         "--file",
         "--connect-timeout",
         "MESSAGE",
+        // SPEC: "`-s unix:PATH` / `-s unixgram:PATH` talk to Unix sockets".
+        "unix:PATH",
+        "unixgram:PATH",
     ] {
         assert!(
             out.stdout.contains(flag),

@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Options, Server, Tcp, parse_text, summary};
+use support::{Options, Server, Tcp, TempDir, parse_text, summary};
 
 /// Lines each client writes in its burst right before the signal.
 const BURST: usize = 1000;
@@ -114,12 +114,27 @@ fn idle_server_stops_at_once_with_a_summary() {
 }
 
 #[test]
-fn a_second_signal_exits_at_once() {
+fn a_second_signal_exits_at_once_and_still_removes_its_socket_files() {
+    let dir = TempDir::new("second-signal");
+    let (stream, datagram) = (dir.join("s.sock"), dir.join("g.sock"));
+    let stream_arg = format!("unix:{}", stream.display());
+    let datagram_arg = format!("unixgram:{}", datagram.display());
     let mut server = Server::start_with(Options {
-        args: &["--drain-timeout", "60"],
+        args: &[
+            "--drain-timeout",
+            "60",
+            "-l",
+            "127.0.0.1:0",
+            "-l",
+            &stream_arg,
+            "-l",
+            &datagram_arg,
+        ],
         raw_stdout: true,
         ..Options::default()
     });
+    let announced = format!("listening unixgram {}", datagram.display());
+    server.wait_stderr(&announced, |l| l == announced);
     // Nobody reads stdout: once the pipe is full the drain cannot finish before its
     // 60 s deadline, so only the second signal can end the process quickly.
     let stdout = server.take_stdout();
@@ -159,6 +174,9 @@ fn a_second_signal_exits_at_once() {
         sent.elapsed()
     );
     assert!(status.code().is_some(), "exited by its own hand: {status}");
+    // SPEC: "Socket files the server created are removed at exit", this exit too.
+    assert!(!stream.exists(), "{} left behind", stream.display());
+    assert!(!datagram.exists(), "{} left behind", datagram.display());
     writer.join().unwrap();
     drop(stdout);
 }

@@ -610,3 +610,84 @@ fn a_sender_that_closes_right_after_its_last_message_loses_nothing() {
     want.sort();
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_client_that_gives_up_mid_handshake_is_closed_at_once_not_at_the_timeout() {
+    use std::os::fd::AsRawFd;
+    let pki = Pki::new("give-up");
+    // The timeout is far past WAIT: only noticing the peer's end can close it in time.
+    let server = tls_server(&pki, &["--tls-handshake-timeout", "300"]);
+    let mut sock = tcp(&server);
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(client_config(&pki.path("ca.pem"), None), name).unwrap();
+    conn.write_tls(&mut sock).unwrap();
+    // The server's flight has come: it waits for ours.
+    let mut flight = [0u8; 4096];
+    assert!(sock.read(&mut flight).unwrap() > 0);
+    // What a client that rejects the certificate sends before it closes (rustls's
+    // ChangeCipherSpec, no alert), and its FIN in the same segment, so one edge
+    // reports both: corked, the FIN rides on the unsent bytes.
+    let cork = 1i32;
+    // SAFETY: setsockopt on a socket this test owns, with a pointer to a live i32.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&raw const cork).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    sock.write_all(&[0x14, 0x03, 0x03, 0x00, 0x01, 0x01])
+        .unwrap();
+    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let warned = server.wait_stderr("the failed handshake", |l| {
+        l.contains("TLS handshake with") && l.contains("failed")
+    });
+    assert!(warned.contains("reason=\"closed\""), "{warned}");
+}
+
+#[test]
+fn the_client_refused_by_a_mutual_tls_server_exits_1_not_0() {
+    let pki = Pki::new("refused-client");
+    let ca = pki.path("ca.pem");
+    let server = tls_server(&pki, &["--tls-client-ca", s(&ca)]);
+    let to = format!("localhost:{}", server.tcp_addr().port());
+    // SPEC: exit 0 only "when every message was sent"; over TLS 1.3 the server
+    // refuses a client without a certificate after the client's side of the
+    // handshake, so the refusal arrives as an alert once the messages are written.
+    for input in [&b""[..], b"from stdin\n"] {
+        let mut args = vec!["--tls", "--tls-ca", s(&ca), "-s", &to];
+        if input.is_empty() {
+            args.push("an argument");
+        }
+        let out = Client::run(&args, input);
+        assert_eq!(out.code(), Some(1), "{out:?}");
+        let lines = out.stderr_lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("error: "), "{lines:?}");
+    }
+}
+
+#[test]
+fn the_client_names_a_tls_file_that_does_not_load_before_connecting() {
+    let pki = Pki::new("client-files");
+    let missing = pki.path("missing.pem");
+    // Nothing listens on port 9: the file is what is reported, in one clear line.
+    for args in [
+        vec!["--tls", "--tls-ca", s(&missing)],
+        vec!["--tls", "--tls-cert", s(&missing), "--tls-key", s(&missing)],
+    ] {
+        let mut all = args.clone();
+        all.extend(["-s", "127.0.0.1:9", "x"]);
+        let out = Client::run(&all, b"");
+        assert_eq!(out.code(), Some(1), "{out:?}");
+        let lines = out.stderr_lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains(s(&missing)) && lines[0].ends_with(": no such file or directory"),
+            "{lines:?}"
+        );
+    }
+}

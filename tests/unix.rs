@@ -274,3 +274,31 @@ fn the_client_and_the_bench_speak_unix_sockets() {
     let summary = support::summary(&stderr);
     assert_eq!(summary_count(summary, "unix"), 1002, "{summary}");
 }
+
+#[test]
+fn an_exit_on_a_broken_output_still_removes_the_socket_files() {
+    let dir = Dir::new("broken-output");
+    let (stream, datagram) = (dir.path("s.sock"), dir.path("g.sock"));
+    let (stream_arg, datagram_arg) = (
+        listen_arg("unix", &stream),
+        listen_arg("unixgram", &datagram),
+    );
+    let mut server = Server::start_with(support::Options {
+        args: &["-l", "127.0.0.1:0", "-l", &stream_arg, "-l", &datagram_arg],
+        raw_stdout: true,
+        ..support::Options::default()
+    });
+    let line = format!("listening unixgram {}", datagram.display());
+    server.wait_stderr(&line, |l| l == line);
+    // `sockpool-server -l unix:… | head -1`: the reader of stdout goes away, and
+    // the next message cannot be written (exit 1, "cannot write output").
+    drop(server.take_stdout());
+    let mut client = UnixStream::connect(&stream).unwrap();
+    client.write_all(b"into a closed pipe\n").unwrap();
+    drop(client);
+    let status = server.wait_exit(support::deadline());
+    assert_eq!(status.code(), Some(1), "{status}");
+    // SPEC: "Socket files the server created are removed at exit".
+    assert!(!stream.exists(), "{} left behind", stream.display());
+    assert!(!datagram.exists(), "{} left behind", datagram.display());
+}

@@ -136,7 +136,8 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct Target {
     /// The server's address, HOST:PORT (a host name is resolved; each of its
-    /// addresses is tried in turn).
+    /// addresses is tried in turn), or `unix:PATH` / `unixgram:PATH` for a Unix
+    /// stream or datagram socket (`bench`: `unix:PATH`).
     #[arg(
         short,
         long,

@@ -49,13 +49,14 @@ impl Link {
         timeout: Duration,
         tls: Option<&TlsOptions>,
     ) -> Result<Link, NetError> {
-        let link = Link::connect(server, timeout)?;
         let Some(options) = tls else {
-            return Ok(link);
+            return Link::connect(server, timeout);
         };
+        // The files first: one that does not load is the error, not the connection.
         let fail = |why: String| connect_error(server, io::Error::other(why));
         let config = client_config(options).map_err(fail)?;
         let name = server_name(options, server).map_err(fail)?;
+        let link = Link::connect(server, timeout)?;
         TlsLink::handshake(config, name, link, timeout)
             .map(Link::Tls)
             .map_err(|source| connect_error(server, source))

@@ -61,7 +61,9 @@ pub enum Session {
         writer: BufWriter<Link>,
         frame: FrameConfig,
         framed: Vec<u8>,
-        reader_done: Receiver<()>,
+        /// What ended the server's side, when it refused the session (see
+        /// [`refusal`]).
+        reader_done: Receiver<Option<io::Error>>,
         /// Set once `!Disconnect` is on its way, so the server's close is expected.
         closing: Arc<AtomicBool>,
     },
@@ -111,8 +113,9 @@ impl Session {
             .spawn(move || {
                 let Replies { print, ended } = replies;
                 let outcome = print_stream(reader, &frame, print);
+                let refused = outcome.as_ref().and_then(refusal);
                 ended(outcome, expected.load(Ordering::SeqCst));
-                let _ = done_tx.send(());
+                let _ = done_tx.send(refused);
             })
             .map_err(broken)?;
         Ok(Session::Tcp {
@@ -168,8 +171,10 @@ impl Session {
             } => {
                 writer.flush()?;
                 writer.get_mut().shutdown_write()?;
-                let _ = reader_done.recv_deadline(Instant::now() + CLOSE_WAIT);
-                Ok(())
+                match reader_done.recv_deadline(Instant::now() + CLOSE_WAIT) {
+                    Ok(Some(refused)) => Err(refused),
+                    _ => Ok(()),
+                }
             }
             Session::Udp { server, .. } => {
                 tracing::debug!("udp session with {server} ended");
@@ -177,6 +182,14 @@ impl Session {
             }
         }
     }
+}
+
+/// The end of a stream that says the server refused what was sent: a TLS alert
+/// (a mutual-TLS server turning away a client without a good certificate, which
+/// over TLS 1.3 arrives after the messages were written). A reset or a broken pipe
+/// is not one: the server may close as soon as it has handled `!Disconnect`.
+fn refusal(err: &io::Error) -> Option<io::Error> {
+    (err.kind() == io::ErrorKind::InvalidData).then(|| io::Error::new(err.kind(), err.to_string()))
 }
 
 fn print_line(out: &mut Vec<u8>, message: &[u8]) {

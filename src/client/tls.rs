@@ -55,7 +55,13 @@ pub fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, String> 
             Some(path) => {
                 let certs = CertificateDer::pem_file_iter(path)
                     .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                    .map_err(|err| format!("cannot load --tls-ca {}: {err:?}", path.display()))?;
+                    .map_err(|err| {
+                        format!(
+                            "cannot load --tls-ca {}: {}",
+                            path.display(),
+                            pem_error(&err)
+                        )
+                    })?;
                 let (added, _) = roots.add_parsable_certificates(certs);
                 if added == 0 {
                     return Err(format!(
@@ -75,16 +81,41 @@ pub fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, String> 
         (Some(cert), Some(key)) => {
             let certs = CertificateDer::pem_file_iter(cert)
                 .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(|err| format!("cannot load --tls-cert {}: {err:?}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|err| format!("cannot load --tls-key {}: {err:?}", key.display()))?;
+                .map_err(|err| {
+                    format!(
+                        "cannot load --tls-cert {}: {}",
+                        cert.display(),
+                        pem_error(&err)
+                    )
+                })?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|err| {
+                format!(
+                    "cannot load --tls-key {}: {}",
+                    key.display(),
+                    pem_error(&err)
+                )
+            })?;
             builder
                 .with_client_auth_cert(certs, key)
-                .map_err(|err| format!("--tls-cert and --tls-key do not go together: {err}"))?
+                .map_err(|err| match err {
+                    rustls::Error::InconsistentKeys(_) => {
+                        format!("--tls-cert and --tls-key do not go together: {err}")
+                    }
+                    // Not the pair: the certificate itself (an X.509 v1 one, say).
+                    other => format!("cannot use --tls-cert {}: {other}", cert.display()),
+                })?
         }
         _ => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// A PEM file's error as one line: `no such file or directory`, not rustls's Debug.
+fn pem_error(err: &rustls::pki_types::pem::Error) -> String {
+    match err {
+        rustls::pki_types::pem::Error::Io(io) => crate::error::describe(io),
+        other => other.to_string(),
+    }
 }
 
 /// The name to verify: `--tls-server-name`, else the host of `server`

@@ -15,6 +15,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::NetError;
 
@@ -88,6 +89,38 @@ impl Drop for SocketFile {
             let _ = fs::remove_file(&self.path);
         }
     }
+}
+
+/// The socket files this process created, removed when this drops (at the end of
+/// `server::start`) or sooner by its [`remover`](Self::remover), for an exit that
+/// skips the drops (the second signal's `process::exit`).
+#[derive(Debug, Default)]
+pub struct SocketFiles(Arc<Mutex<Vec<SocketFile>>>);
+
+impl SocketFiles {
+    pub fn new(files: Vec<SocketFile>) -> SocketFiles {
+        SocketFiles(Arc::new(Mutex::new(files)))
+    }
+
+    /// Removes the files now, from any thread; a second call finds none left.
+    pub fn remover(&self) -> impl Fn() + Send + 'static {
+        let files = Arc::clone(&self.0);
+        move || remove_all(&files)
+    }
+}
+
+impl Drop for SocketFiles {
+    fn drop(&mut self) {
+        remove_all(&self.0);
+    }
+}
+
+fn remove_all(files: &Mutex<Vec<SocketFile>>) {
+    // A poisoned lock still holds the files: remove them all the same.
+    let mut files = files
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    files.clear();
 }
 
 /// A bound Unix socket and the file it made.

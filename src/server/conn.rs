@@ -194,7 +194,10 @@ impl Conn {
     /// An event said the socket has data (or, `hung_up`, that the peer closed).
     pub fn set_readable(&mut self, hung_up: bool) {
         self.readable = true;
-        self.hung_up |= hung_up;
+        if hung_up {
+            self.hung_up = true;
+            self.transport.set_hung_up();
+        }
     }
 
     /// A read found the socket empty (or, being short, emptied it).

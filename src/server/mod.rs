@@ -33,12 +33,12 @@ use crate::net::NetError;
 use crate::net::fdlimit;
 use crate::net::filter::{ConnLimits, Filter};
 use crate::net::listen::{ListenConfig, Listeners, bind_all};
-use crate::net::unix::{SocketFile, UnixBound, UnixPath, bind_unix};
+use crate::net::unix::{SocketFile, SocketFiles, UnixBound, UnixPath, bind_unix};
 use crate::output::{Format, Target};
 
 use self::acceptor::{AcceptPolicy, AcceptShared, Listener};
 use self::mode::Mode;
-use self::pool::{PoolConfig, ThreadPool};
+use self::pool::{BeforeExit, PoolConfig, ThreadPool};
 use self::reload::Reloads;
 use self::stats::Stats;
 use self::tls::{TlsError, TlsServer, TlsSettings};
@@ -223,14 +223,14 @@ pub fn start(config: Config) -> Result<(), ServerError> {
     };
     let output = config.output.open(&stats.output).map_err(output_error)?;
     // The socket files this process created are removed when these drop, at exit.
-    let (listeners, unix_streams, unixgram, _socket_files) =
+    let (listeners, unix_streams, unixgram, socket_files) =
         match crate::net::activation::listen_fds()? {
             // systemd's sockets replace --listen.
             Some(passed) => {
                 let (listeners, unix) =
                     Listeners::from_activated(passed, |line| eprintln!("{line}"));
                 let (streams, datagrams) = crate::net::unix::from_activated(unix)?;
-                (listeners, streams, datagrams, Vec::new())
+                (listeners, streams, datagrams, SocketFiles::default())
             }
             None => {
                 let listeners = bind_all(
@@ -246,7 +246,7 @@ pub fn start(config: Config) -> Result<(), ServerError> {
                     |line| eprintln!("{line}"),
                 )?;
                 let (streams, datagrams, files) = bind_unix_all(&config)?;
-                (listeners, streams, datagrams, files)
+                (listeners, streams, datagrams, SocketFiles::new(files))
             }
         };
     if config.reuse_port
@@ -320,6 +320,7 @@ pub fn start(config: Config) -> Result<(), ServerError> {
         idle_timeout: config.idle_timeout,
         proxy_protocol: config.proxy_from.is_some(),
         tls: tls.clone(),
+        before_exit: BeforeExit(Box::new(socket_files.remover())),
     })
     .map_err(|err| {
         // A destination that cannot start (NATS refusing our credentials) says why.
@@ -341,9 +342,14 @@ pub fn start(config: Config) -> Result<(), ServerError> {
             tls::reload_tls(&tls);
         });
     }
-    shutdown::on_signal(signals, reloads, move || {
-        let _ = stop_tx.send(());
-    })
+    shutdown::on_signal(
+        signals,
+        reloads,
+        move || {
+            let _ = stop_tx.send(());
+        },
+        socket_files.remover(),
+    )
     .map_err(io_err("watch for signals"))?;
     info!(workers, mode = %config.mode, "serving");
 

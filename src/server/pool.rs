@@ -54,6 +54,18 @@ pub struct PoolConfig {
     pub proxy_protocol: bool,
     /// TLS for TCP and Unix stream connections.
     pub tls: Option<Arc<TlsServer>>,
+    /// Runs before an output that cannot be written at all ends the process (what
+    /// must not outlive it: its socket files).
+    pub before_exit: BeforeExit,
+}
+
+/// What runs before the process ends by its own hand, skipping every drop.
+pub struct BeforeExit(pub Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for BeforeExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeExit")
+    }
 }
 
 /// The running workers.
@@ -87,6 +99,8 @@ impl ThreadPool {
             &mut config.output,
             Box::new(crate::output::dest::Plain(io::sink())),
         );
+        let BeforeExit(before_exit) =
+            std::mem::replace(&mut config.before_exit, BeforeExit(Box::new(|| {})));
         let (sink, sink_handles) = Sink::start_to(
             output,
             config.sink_capacity,
@@ -97,6 +111,7 @@ impl ThreadPool {
                     "error: cannot write output: {}",
                     crate::error::describe(&err)
                 );
+                before_exit();
                 std::process::exit(1);
             },
         )?;

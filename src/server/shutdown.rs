@@ -20,11 +20,14 @@ pub fn catch() -> io::Result<Signals> {
 }
 
 /// Watches the `signals` from [`catch`] on a thread of its own: calls `drain` on the
-/// first SIGINT/SIGTERM and runs `reloads` on each SIGHUP.
+/// first SIGINT/SIGTERM and runs `reloads` on each SIGHUP. The second SIGINT/SIGTERM
+/// runs `before_exit` (what must not outlive the process: its socket files) and
+/// exits at once.
 pub fn on_signal(
     mut signals: Signals,
     reloads: Reloads,
     drain: impl FnOnce() + Send + 'static,
+    before_exit: impl FnOnce() + Send + 'static,
 ) -> io::Result<()> {
     thread::Builder::new()
         .name("sockpool-signals".into())
@@ -46,6 +49,7 @@ pub fn on_signal(
                     }
                     None => {
                         eprintln!("error: second signal ({name}); exiting without draining");
+                        before_exit();
                         std::process::exit(1);
                     }
                 }

@@ -201,6 +201,15 @@ impl Transport {
         }
     }
 
+    /// An event said the peer closed: TLS then reads on past short receives that
+    /// held no plaintext, since no further edge will report the end.
+    #[inline]
+    pub fn set_hung_up(&mut self) {
+        if let Transport::Tls(tls) = self {
+            tls.set_hung_up();
+        }
+    }
+
     /// Why a TLS handshake failed, if one did.
     pub fn tls_failure(&self) -> Option<&(super::tls::TlsFailure, String)> {
         match self {

@@ -76,6 +76,11 @@ pub struct TlsStream<S = Stream> {
     /// The stream has ended (the socket's end or the peer's close_notify): reads
     /// return 0 once what came before is returned.
     eof: bool,
+    /// The kernel reported the peer's close: the socket holds its end even after a
+    /// short receive, and no further edge will come, so reads go on until they see it
+    /// (a ChangeCipherSpec and a FIN in one segment would otherwise leave a failed
+    /// handshake open until its timeout).
+    hung_up: bool,
     /// Kept in step with rustls, which only says so through its state.
     handshaking: bool,
     /// Why the handshake failed, once it has.
@@ -129,6 +134,7 @@ impl<S: Read + Write> TlsStream<S> {
             sent: 0,
             more: false,
             eof: false,
+            hung_up: false,
             handshaking: true,
             failure: None,
             subject_pending: false,
@@ -144,6 +150,12 @@ impl<S: Read + Write> TlsStream<S> {
     /// but not yet returned.
     pub fn wants_read(&self) -> bool {
         self.more || self.eof || !self.spill.is_empty()
+    }
+
+    /// An event said the peer closed: read on past short receives until the end.
+    pub fn set_hung_up(&mut self) {
+        self.hung_up = true;
+        self.more = true;
     }
 
     /// Whether records are waiting to be written.
@@ -217,7 +229,7 @@ impl<S: Read + Write> TlsStream<S> {
                 Ok(0) => ended = true,
                 Ok(n) => {
                     end += n;
-                    self.more = n == offered;
+                    self.more = n == offered || self.hung_up;
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => self.more = false,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => self.more = true,
@@ -287,7 +299,7 @@ impl<S: Read + Write> TlsStream<S> {
             }
             match got {
                 Ok(0) => self.socket_ended(),
-                Ok(n) => self.more = n == MAX_RECORD,
+                Ok(n) => self.more = n == MAX_RECORD || self.hung_up,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     self.more = false;
                     return Ok(0);
