@@ -260,6 +260,43 @@ fn hgrm_that_cannot_be_written_is_one_error_line() {
 }
 
 #[test]
+fn interval_lines_count_the_warmups_replies_with_its_sends() {
+    let server = Server::start(&["--mode", "echo", "-q"]);
+    let addr = server.tcp_addr().to_string();
+    let out = bench(&[
+        "-s",
+        &addr,
+        "--rate",
+        "400",
+        "--warmup",
+        "1",
+        "--duration",
+        "1",
+        "--connections",
+        "4",
+        "--echo",
+        "--interval",
+        "0.5",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let lines = json_lines(&out.stdout);
+    let intervals: Vec<&Value> = lines.iter().filter(|l| l["report"] == "interval").collect();
+    assert!(
+        intervals.iter().any(|l| l["warmup"] == true),
+        "{intervals:?}"
+    );
+    // The lines show the load as applied, warmup included: every message sent is
+    // echoed over TCP, so what they received adds up to what they sent.
+    let total = |field: &str| -> u64 { intervals.iter().map(|l| l[field].as_u64().unwrap()).sum() };
+    assert_eq!(total("received"), total("sent"), "{intervals:?}");
+    // The report leaves the warmup out.
+    let r = final_report(&out.stdout);
+    assert_eq!(r["sent"], 400, "{r}");
+    assert_eq!(r["received"], 400, "{r}");
+}
+
+#[test]
 fn udp_echo_reports_delivery_and_intervals() {
     let server = Server::start(&["--mode", "echo", "-q"]);
     let addr = server.udp_addr().to_string();

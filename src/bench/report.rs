@@ -386,7 +386,7 @@ impl Reporter {
             // Everything written in the interval, warmup included: the interval
             // lines show the load as it was applied.
             sent: counts.sent + counts.warmup_sent,
-            received: counts.received,
+            received: counts.received + counts.warmup_received,
             errors: counts.errors_total(),
             msgs_per_sec: if secs > 0.0 {
                 (counts.sent + counts.warmup_sent) as f64 / secs

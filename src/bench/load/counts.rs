@@ -54,7 +54,8 @@ impl ErrorKind {
 }
 
 /// Counters of one thread (or, summed, of the run). Only messages after the warmup
-/// count, except `warmup_sent`.
+/// count, except `warmup_sent` and `warmup_received` (which only the interval
+/// lines show).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     pub connected: u64,
@@ -62,6 +63,7 @@ pub struct Counts {
     pub warmup_sent: u64,
     pub bytes_sent: u64,
     pub received: u64,
+    pub warmup_received: u64,
     pub errors: [u64; ErrorKind::ALL.len()],
     pub lost: u64,
     pub reordered: u64,
@@ -75,6 +77,7 @@ impl Counts {
         self.warmup_sent += o.warmup_sent;
         self.bytes_sent += o.bytes_sent;
         self.received += o.received;
+        self.warmup_received += o.warmup_received;
         for (a, b) in self.errors.iter_mut().zip(o.errors) {
             *a += b;
         }
@@ -91,6 +94,7 @@ impl Counts {
         d.warmup_sent -= earlier.warmup_sent.min(d.warmup_sent);
         d.bytes_sent -= earlier.bytes_sent.min(d.bytes_sent);
         d.received -= earlier.received.min(d.received);
+        d.warmup_received -= earlier.warmup_received.min(d.warmup_received);
         for (a, b) in d.errors.iter_mut().zip(earlier.errors) {
             *a -= b.min(*a);
         }

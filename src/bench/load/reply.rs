@@ -157,6 +157,8 @@ impl Load {
             conn.counted.measured_received += 1;
             let latency = echo::latency(schedule, conn.id, seq, sent_at, el);
             self.tally.received(latency);
+        } else {
+            self.tally.total.warmup_received += 1;
         }
         if sent_at.is_some() {
             self.queue(i);
