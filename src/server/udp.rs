@@ -7,6 +7,7 @@
 //! datagram. With `line` framing a datagram's one trailing delimiter is not part
 //! of its message (`echo hi | nc -u` is `hi`); an echo sends the datagram back whole.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -30,6 +31,9 @@ const UDP_BUDGET: usize = 256;
 /// The largest slot a datagram needs: no UDP payload reaches 64 KiB.
 const MAX_DATAGRAM: usize = 64 * 1024;
 
+/// How many sources' formatted addresses a UDP socket keeps (see [`Peers`]).
+const PEER_CACHE: usize = 1024;
+
 /// The receive buffers for a worker's UDP sockets (shared by them, like the TCP read
 /// buffer; none when it has no UDP socket). A slot holds `--max-frame` plus a
 /// trailing `\r\n` (removed with `line` framing); a longer datagram is cut to it, and
@@ -45,8 +49,8 @@ pub struct UdpReader {
     socket: UdpSocket,
     /// Edge-triggered like TCP: set by an event, cleared at `WouldBlock`.
     pub readable: bool,
-    /// The last source seen, formatted: a sender usually sends many datagrams.
-    last_peer: Option<(SocketAddr, Peer)>,
+    /// The sources seen lately, formatted.
+    peers: Peers,
     filter: Arc<Filter>,
     /// The last source address checked against the filter, and the verdict.
     last_verdict: Option<(IpAddr, bool)>,
@@ -54,12 +58,33 @@ pub struct UdpReader {
     kernel_drops: u32,
 }
 
+/// The formatted sources of recent datagrams. Formatting an address (and
+/// allocating its text) for every datagram is a good part of what printing one
+/// costs once senders interleave, as many syslog hosts (or one sender's several
+/// sockets) do, and remembering only the last source then saves nothing. Bounded:
+/// a full cache starts over, so a spray of (spoofed) sources cannot grow it.
+#[derive(Debug, Default)]
+struct Peers {
+    formatted: HashMap<SocketAddr, Peer>,
+}
+
+impl Peers {
+    fn get(&mut self, addr: SocketAddr) -> &Peer {
+        if self.formatted.len() >= PEER_CACHE && !self.formatted.contains_key(&addr) {
+            self.formatted.clear();
+        }
+        self.formatted
+            .entry(addr)
+            .or_insert_with(|| Peer::new(addr))
+    }
+}
+
 impl UdpReader {
     pub fn new(socket: UdpSocket, filter: Arc<Filter>) -> Self {
         UdpReader {
             socket,
             readable: true,
-            last_peer: None,
+            peers: Peers::default(),
             filter,
             last_verdict: None,
             kernel_drops: 0,
@@ -83,17 +108,7 @@ impl UdpReader {
     }
 
     fn peer(&mut self, addr: SocketAddr) -> &Peer {
-        if self
-            .last_peer
-            .as_ref()
-            .is_some_and(|(last, _)| *last != addr)
-        {
-            self.last_peer = None;
-        }
-        &self
-            .last_peer
-            .get_or_insert_with(|| (addr, Peer::new(addr)))
-            .1
+        self.peers.get(addr)
     }
 
     /// Reads up to a budget of datagrams (all of them while draining), a batch per
@@ -218,5 +233,44 @@ impl UdpReader {
             received_at,
             bytes: message,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PEER_CACHE, Peers};
+    use std::net::SocketAddr;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn interleaved_sources_each_keep_their_text() {
+        let mut peers = Peers::default();
+        for round in 0..3 {
+            for port in [1000, 2000, 1000, 3000] {
+                assert_eq!(
+                    peers.get(addr(port)).as_str(),
+                    format!("127.0.0.1:{port}"),
+                    "round {round}"
+                );
+            }
+        }
+        assert_eq!(peers.formatted.len(), 3);
+    }
+
+    #[test]
+    fn the_cache_stays_bounded_by_starting_over() {
+        let mut peers = Peers::default();
+        for port in 0..(3 * PEER_CACHE as u16) {
+            assert_eq!(peers.get(addr(port)).as_str(), format!("127.0.0.1:{port}"));
+            assert!(peers.formatted.len() <= PEER_CACHE);
+        }
+        // A source seen again once full is still served from the cache.
+        let last = addr(3 * PEER_CACHE as u16 - 1);
+        let before = peers.formatted.len();
+        assert_eq!(peers.get(last).as_str(), last.to_string());
+        assert_eq!(peers.formatted.len(), before);
     }
 }
