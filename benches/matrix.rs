@@ -1095,6 +1095,7 @@ fn tls_finish(s: &mut TlsClient) {
 /// counted (`print`) or the last close (`discard`).
 fn tls_ingest(kind: Kind, mode: &str, data: &[Arc<Vec<u8>>], repeat: usize) -> f64 {
     let server = start_tls(kind, mode);
+    let senders_before = process_cpu(std::process::id());
     let total = (data.len() * data[0].len() / MSG * repeat) as u64;
     server.expect_lines(total);
     let conns: Vec<TlsClient> = (0..data.len())
@@ -1126,11 +1127,14 @@ fn tls_ingest(kind: Kind, mode: &str, data: &[Arc<Vec<u8>>], repeat: usize) -> f
         times.iter().map(|t| t.1).max().unwrap()
     };
     let (user, sys) = server.cpu();
+    let senders = process_cpu(std::process::id());
     eprintln!(
-        "    {}: server CPU {:.0} ns/msg user + {:.0} ns/msg sys",
+        "    {}: server CPU {:.0} ns/msg user + {:.0} ns/msg sys; senders {:.0} + {:.0} ns/msg",
         kind.name(),
         user * 1e9 / total as f64,
         sys * 1e9 / total as f64,
+        (senders.0 - senders_before.0) * 1e9 / total as f64,
+        (senders.1 - senders_before.1) * 1e9 / total as f64,
     );
     total as f64 / end.duration_since(t0).as_secs_f64()
 }
