@@ -127,6 +127,23 @@ fn echo_over_a_unix_stream_and_a_unix_datagram_socket() {
 }
 
 #[test]
+fn an_oversize_unix_datagram_is_dropped_and_warned_about_as_udp_words_it() {
+    let dir = Dir::new("oversize");
+    let gram = dir.path("g.sock");
+    let server = start(&[listen_arg("unixgram", &gram)], &["--max-frame", "8"]);
+    let client = UnixDatagram::unbound().unwrap();
+    client.send_to(b"0123456789abcdef", &gram).unwrap();
+    client.send_to(b"short\n", &gram).unwrap();
+    let want = format!(
+        "datagram of 16 bytes from {} is longer than --max-frame; dropped",
+        me()
+    );
+    server.wait_stderr(&want, |l| l.contains(&want));
+    let lines = server.lines(1);
+    assert_eq!(parse_text(&lines[0]).msg, "short");
+}
+
+#[test]
 fn socat_unix_connect_and_unix_sendto() {
     if !support::require_tool("socat") {
         return;

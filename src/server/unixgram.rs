@@ -122,7 +122,7 @@ impl UnixgramReader {
             counters.dropped(DropReason::Oversize);
             let size = datagram.size;
             let peer = self.peer(datagram.credentials);
-            warn!(peer = %peer, "datagram from {peer} is longer than --max-frame {}; dropped ({size} bytes)", frame.max_frame);
+            warn!(peer = %peer, size, "datagram of {size} bytes from {peer} is longer than --max-frame; dropped");
             return;
         }
         if bytes == DISCONNECT {
