@@ -979,6 +979,27 @@ fn fresh_source() -> [u8; 4] {
     ]
 }
 
+/// P5 / T2: waits for the churning client threads (each returns how many
+/// connections it made), prints the server's CPU per connection and returns
+/// connections per second.
+fn connections_per_second(
+    kind: Kind,
+    server: &Running,
+    threads: Vec<thread::JoinHandle<u64>>,
+) -> f64 {
+    let t0 = Instant::now();
+    let n: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    let (user, sys) = server.cpu();
+    eprintln!(
+        "    {}: server CPU {:.1} µs/conn user + {:.1} µs/conn sys",
+        kind.name(),
+        user * 1e6 / n as f64,
+        sys * 1e6 / n as f64,
+    );
+    rate
+}
+
 /// P5: connect, send one message, half-close, wait for EOF; connections per second.
 fn churn(kind: Kind, secs: f64) -> f64 {
     let server = Running::start(kind, "discard", false);
@@ -1000,17 +1021,7 @@ fn churn(kind: Kind, secs: f64) -> f64 {
             })
         })
         .collect();
-    let t0 = Instant::now();
-    let n: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    let rate = n as f64 / t0.elapsed().as_secs_f64();
-    let (user, sys) = server.cpu();
-    eprintln!(
-        "    {}: server CPU {:.1} µs/conn user + {:.1} µs/conn sys",
-        kind.name(),
-        user * 1e6 / n as f64,
-        sys * 1e6 / n as f64,
-    );
-    rate
+    connections_per_second(kind, &server, threads)
 }
 
 /// The TLS rows' certificates, made at run time (rcgen): a CA, and a certificate
@@ -1160,17 +1171,7 @@ fn tls_churn(kind: Kind, secs: f64) -> f64 {
             })
         })
         .collect();
-    let t0 = Instant::now();
-    let n: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    let rate = n as f64 / t0.elapsed().as_secs_f64();
-    let (user, sys) = server.cpu();
-    eprintln!(
-        "    {}: server CPU {:.1} µs/conn user + {:.1} µs/conn sys",
-        kind.name(),
-        user * 1e6 / n as f64,
-        sys * 1e6 / n as f64,
-    );
-    rate
+    connections_per_second(kind, &server, threads)
 }
 
 /// T3: as P2 over TLS: `n` connections, each through its handshake, then one
