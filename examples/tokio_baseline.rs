@@ -676,11 +676,17 @@ fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// How many senders' formatted addresses a UDP socket keeps.
+const UDP_PEERS: usize = 1024;
+
 async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
     let mut slots = RecvSlots::new();
     let mut clock = Clock::default();
-    // A sender usually sends many datagrams: its address is formatted once.
-    let mut last_peer: Option<Peer> = None;
+    // Senders' addresses are formatted once each, and many senders interleave:
+    // the text of up to UDP_PEERS recent ones is kept (sockpool keeps as many),
+    // and a full map starts over, so sprayed sources cannot grow it.
+    let mut peers: std::collections::HashMap<std::net::SocketAddr, Peer> =
+        std::collections::HashMap::new();
     let mut batch = shared.batch();
     let fd = socket.as_raw_fd();
     loop {
@@ -705,10 +711,10 @@ async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
                 }
                 match shared.mode {
                     Mode::Print => {
-                        let peer = match &last_peer {
-                            Some(p) if p.addr() == Some(from) => p,
-                            _ => last_peer.insert(Peer::new(from)),
-                        };
+                        if peers.len() >= UDP_PEERS && !peers.contains_key(&from) {
+                            peers.clear();
+                        }
+                        let peer = peers.entry(from).or_insert_with(|| Peer::new(from));
                         let message = Message {
                             proto: Proto::Udp,
                             peer,
